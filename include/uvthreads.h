@@ -1,0 +1,359 @@
+/* uvthreads: run blocking work, generators and thread messages next to a
+ * libuv loop without ever blocking it.
+ *
+ * Conventions (the same as libuv's):
+ *  - Every function that can fail returns 0 or a negative libuv error code
+ *    (UV_EINVAL, UV_ENOMEM, UV_EAGAIN, UV_EBUSY, UV_EPIPE, UV_ECANCELED,
+ *    UV_ETIMEDOUT, UV_EOF), so uv_strerror()/uv_err_name() explain it. When a
+ *    function that takes a callback returns an error, that callback is never
+ *    called.
+ *  - Requests, iterators, channels and bridges are caller-allocated. They need
+ *    no initialisation before first use and may be reused or freed from inside
+ *    their final callback onward, not before. Fields after the "private" mark
+ *    are the library's.
+ *  - "Loop thread" is the thread running uv_run() on the bridge's loop. The
+ *    bridge takes it to be the thread that called uvt_bridge_init and updates
+ *    it whenever it runs its own callbacks on another thread. A loop-thread-only
+ *    function called on another thread returns UV_EINVAL.
+ *  - The context value current on the submitting thread (uvt_context_set) is
+ *    current while that submission's callbacks run, on both sides.
+ */
+#ifndef UVTHREADS_H
+#define UVTHREADS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(UVT_SHARED_BUILD) && defined(__GNUC__)
+#define UVT_EXTERN __attribute__((visibility("default")))
+#else
+#define UVT_EXTERN
+#endif
+
+/* ---- Version ------------------------------------------------------------ */
+
+#define UVT_VERSION_MAJOR 0
+#define UVT_VERSION_MINOR 1
+#define UVT_VERSION_PATCH 0
+
+/* (MAJOR << 16) | (MINOR << 8) | PATCH of the library actually linked. */
+UVT_EXTERN unsigned int uvt_version(void);
+/* "MAJOR.MINOR.PATCH"; static storage. */
+UVT_EXTERN const char* uvt_version_string(void);
+
+/* ---- Types -------------------------------------------------------------- */
+
+typedef struct uvt_pool_s uvt_pool_t; /* opaque, library-allocated */
+typedef struct uvt_bridge_s uvt_bridge_t;
+typedef struct uvt_work_s uvt_work_t;
+typedef struct uvt_iter_s uvt_iter_t;
+typedef struct uvt_chan_s uvt_chan_t;
+typedef struct uvt_await_s uvt_await_t; /* opaque, owned by the bridge */
+
+typedef void (*uvt_close_cb)(uvt_bridge_t* bridge);
+typedef void (*uvt_work_cb)(uvt_work_t* req);
+typedef void (*uvt_after_work_cb)(uvt_work_t* req, int status);
+typedef int (*uvt_gen_cb)(uvt_iter_t* it);
+typedef void (*uvt_iter_cb)(uvt_iter_t* it, int status, void* item);
+typedef void (*uvt_drop_cb)(void* item);
+typedef void (*uvt_chan_cb)(uvt_chan_t* ch, int status, void* item);
+typedef void (*uvt_await_cb)(uvt_await_t* aw, void* arg);
+typedef void (*uvt_call_cb)(void* arg);
+
+/* ---- Private building blocks (layout may change between versions) ------- */
+
+typedef struct uvt__qnode_s {
+  struct uvt__qnode_s* next;
+  struct uvt__qnode_s* prev;
+} uvt__qnode_t;
+
+/* A node of the bridge's completion queue. */
+typedef struct uvt__msg_s {
+  struct uvt__msg_s* next;
+  unsigned (*deliver)(struct uvt__msg_s* msg, unsigned budget);
+} uvt__msg_t;
+
+/* A unit of work for the pool. */
+typedef struct uvt__task_s {
+  uvt__qnode_t node;
+  void (*work)(struct uvt__task_s* task); /* worker thread */
+  void (*done)(struct uvt__task_s* task); /* worker thread, after the stats */
+  uint64_t submit_ns;
+  int queued; /* guarded by the pool's lock */
+} uvt__task_t;
+
+/* The bounded buffer shared by iterators and channels. */
+typedef struct uvt__chan_core_s {
+  uv_mutex_t mutex;
+  uv_cond_t space; /* blocked producers wait here */
+  void** ring;
+  size_t cap, head, count, taken;
+  unsigned waiters;
+  unsigned flags;  /* producer-side state, guarded by mutex */
+  unsigned lflags; /* loop-side state: written by the loop under mutex */
+  int status;      /* generator result (iterators) */
+  struct uvt__bridge_impl_s* impl;
+  void* ctx;
+  uvt__msg_t msg;
+  uvt__qnode_t bridge_node;
+  uintptr_t tag;
+} uvt__chan_core_t;
+
+/* ---- Pool: the custom thread pool (any thread) --------------------------- */
+
+typedef struct uvt_pool_options_s {
+  unsigned int min_threads;     /* kept alive while idle */
+  unsigned int max_threads;     /* upper bound; the pool grows on demand */
+  unsigned int idle_timeout_ms; /* threads above min_threads exit after this idle time */
+  size_t stack_size;            /* 0 = library default */
+  const char* name;             /* thread name prefix (NULL = "uvt") */
+} uvt_pool_options_t;
+
+typedef struct uvt_pool_stats_s {
+  unsigned int threads;      /* alive now */
+  unsigned int idle_threads; /* parked or spinning without work */
+  uint64_t submitted;        /* accepted tasks, ever */
+  uint64_t completed;        /* tasks whose work function returned */
+  uint64_t cancelled;        /* tasks cancelled before they ran */
+  uint64_t queued;           /* waiting now */
+  uint64_t running;          /* running now */
+  uint64_t wait_ns_total, wait_ns_max; /* time from submit to start */
+  uint64_t run_ns_total, run_ns_max;   /* time in the work function */
+} uvt_pool_stats_t;
+
+/* Fills opts with the defaults: min_threads 0, max_threads 16,
+ * idle_timeout_ms 10000, stack_size 0 (the system's), name NULL ("uvt"). */
+UVT_EXTERN void uvt_pool_options_init(uvt_pool_options_t* opts);
+
+/* Creates a pool (opts NULL = defaults). min_threads threads start at once;
+ * more start when work waits and no thread is idle, up to max_threads.
+ * UV_EINVAL: pool NULL, max_threads 0, min_threads > max_threads.
+ * UV_ENOMEM, or the thread-creation error if a min_threads thread fails. */
+UVT_EXTERN int uvt_pool_new(uvt_pool_t** pool, const uvt_pool_options_t* opts);
+
+/* Stops and joins every thread and frees the pool. UV_EBUSY while a bridge
+ * still uses it or when called on one of its own threads; UV_EINVAL for NULL
+ * or the default pool. */
+UVT_EXTERN int uvt_pool_free(uvt_pool_t* pool);
+
+/* The process-wide pool, created on first use with the defaults, except that
+ * max_threads comes from the environment variable UVT_POOL_SIZE (1..1024)
+ * when set. Lives until the process exits. NULL if it could not be created. */
+UVT_EXTERN uvt_pool_t* uvt_pool_default(void);
+
+/* Copies the pool's counters. They are updated before the corresponding
+ * completion is delivered. UV_EINVAL for NULL. Any thread. */
+UVT_EXTERN int uvt_pool_stats(uvt_pool_t* pool, uvt_pool_stats_t* out);
+
+/* ---- Bridge: one per loop (loop thread unless stated) --------------------- */
+
+struct uvt_bridge_s {
+  void* data;
+  uv_loop_t* loop;   /* read-only */
+  uvt_pool_t* pool;  /* read-only */
+  /* private */
+  uintptr_t uvt__tag;
+  struct uvt__bridge_impl_s* uvt__impl;
+};
+
+/* Binds a bridge to loop, using pool (NULL = uvt_pool_default()). Call it on
+ * the thread that will run the loop. UV_EINVAL: loop or bridge NULL;
+ * UV_EBUSY: bridge already initialised and not yet closed; UV_ENOMEM; or the
+ * error of uv_async_init. An idle bridge does not keep uv_run() alive. */
+UVT_EXTERN int uvt_bridge_init(uv_loop_t* loop, uvt_bridge_t* bridge, uvt_pool_t* pool);
+
+/* Starts closing: new submissions return UV_EPIPE, queued work completes with
+ * UV_ECANCELED, running work is flagged cancelled and completes normally,
+ * iterators and channels stop (buffered items are still delivered, then the
+ * final callback carries UV_ECANCELED), accepted uvt_calls still run, and
+ * sync_awaits whose function has not started return UV_ECANCELED. close_cb
+ * (may be NULL) runs on the loop thread once every final callback has run and
+ * no library thread touches the bridge; then the memory may be freed.
+ * UV_EINVAL: NULL, not initialised, already closing, or not the loop thread. */
+UVT_EXTERN int uvt_bridge_close(uvt_bridge_t* bridge, uvt_close_cb close_cb);
+
+/* Make an idle bridge keep uv_run() alive (ref) or not (unref, the default),
+ * for programs whose threads call uvt_call/uvt_sync_await while the loop has
+ * nothing else to do. Loop thread; ignored for an invalid or closing bridge. */
+UVT_EXTERN void uvt_bridge_ref(uvt_bridge_t* bridge);
+UVT_EXTERN void uvt_bridge_unref(uvt_bridge_t* bridge);
+
+/* ---- threaded / threaded_separate (loop thread) -------------------------- */
+
+struct uvt_work_s {
+  void* data;
+  uvt_bridge_t* bridge; /* read-only */
+  /* private */
+  uintptr_t uvt__tag;
+  uvt_work_cb uvt__work;
+  uvt_after_work_cb uvt__after;
+  void* uvt__ctx;
+  int uvt__status;
+  int uvt__cancel; /* atomic flag: uvt_is_cancelled() */
+  int uvt__separate;
+  uvt__task_t uvt__task;
+  uvt__msg_t uvt__msg;
+  uvt__qnode_t uvt__bridge_node;
+};
+
+/* Runs work(req) on the bridge's pool, then after(req, status) on the loop
+ * thread: status 0 if work ran, UV_ECANCELED if it was cancelled before it
+ * started. after may be NULL. UV_EINVAL: bridge/req/work NULL or not the loop
+ * thread; UV_EBUSY: req still in flight; UV_EPIPE: bridge closing; UV_EAGAIN
+ * if the pool has no thread and cannot start one. */
+UVT_EXTERN int uvt_threaded(uvt_bridge_t* bridge, uvt_work_t* req,
+                            uvt_work_cb work, uvt_after_work_cb after);
+
+/* As uvt_threaded, but on a new dedicated thread (joined by the library), so
+ * a long job never holds a pool slot; it starts even when the pool is busy.
+ * The thread-creation error is returned if the thread cannot start. */
+UVT_EXTERN int uvt_threaded_separate(uvt_bridge_t* bridge, uvt_work_t* req,
+                                     uvt_work_cb work, uvt_after_work_cb after);
+
+/* Loop thread. 0 if req was still queued (its after gets UV_ECANCELED), also
+ * when called again on it; UV_EBUSY if it is running or has run but its after
+ * is not delivered yet, and always for separate work; in both UV_EBUSY cases
+ * the request is flagged so uvt_is_cancelled(req) turns true. UV_EINVAL: NULL,
+ * not in flight, or not the loop thread. */
+UVT_EXTERN int uvt_cancel(uvt_work_t* req);
+
+/* 1 once req was cancelled or its bridge started closing, else 0 (also for
+ * NULL). Any thread, typically the work function polling for early exit. */
+UVT_EXTERN int uvt_is_cancelled(const uvt_work_t* req);
+
+/* ---- threaded_iterable: a blocking generator, async-iterated --------------- */
+
+struct uvt_iter_s {
+  void* data;
+  uvt_bridge_t* bridge; /* read-only */
+  /* private */
+  uvt_gen_cb uvt__gen;
+  uvt_iter_cb uvt__cb;
+  int uvt__separate;
+  uvt__task_t uvt__task;
+  uvt__chan_core_t uvt__core;
+};
+
+/* Runs gen(it) on the pool (or, for _separate, on its own thread). Each
+ * uvt_yield(it, item) in gen leads to cb(it, 0, item) on the loop thread, in
+ * order and batched per wake-up; then exactly one final cb(it, status, NULL):
+ * UV_EOF when gen returned 0, gen's negative code when it failed (after the
+ * items it yielded), UV_ECANCELED when closed early or by the bridge's close.
+ * The final callback comes after gen returned; it may free the iterator.
+ * At most max_size items are accepted by uvt_yield and not yet passed to cb;
+ * the buffer of max_size pointers is allocated here. An open iterator keeps
+ * the loop alive. Loop thread. UV_EINVAL: NULL bridge/it/gen/cb, max_size 0,
+ * not the loop thread; UV_EBUSY: it still open; UV_EPIPE: bridge closing;
+ * UV_ENOMEM; UV_EAGAIN or the thread-creation error if gen cannot start. */
+UVT_EXTERN int uvt_threaded_iterable(uvt_bridge_t* bridge, uvt_iter_t* it, size_t max_size,
+                                     uvt_gen_cb gen, uvt_iter_cb cb);
+UVT_EXTERN int uvt_threaded_iterable_separate(uvt_bridge_t* bridge, uvt_iter_t* it,
+                                              size_t max_size, uvt_gen_cb gen,
+                                              uvt_iter_cb cb);
+
+/* Generator thread only: hands item to the loop, blocking while max_size items
+ * are outstanding. 0, or UV_EPIPE once the iterator was closed (the item was
+ * not taken: the generator cleans up and returns). UV_EINVAL when it is NULL
+ * or the caller is not it's generator. */
+UVT_EXTERN int uvt_yield(uvt_iter_t* it, void* item);
+
+/* Loop thread. Stop / restart delivery, like uv_read_stop/uv_read_start: a
+ * paused iterator delivers nothing, also not the rest of a batch already
+ * taken, and its generator blocks once the buffer is full. Idempotent.
+ * UV_EINVAL: NULL, not open (or after the final callback), not the loop thread. */
+UVT_EXTERN int uvt_iter_pause(uvt_iter_t* it);
+UVT_EXTERN int uvt_iter_resume(uvt_iter_t* it);
+
+/* Loop thread. Stops early: buffered items go to drop (may be NULL) before
+ * this returns, a pending or later uvt_yield returns UV_EPIPE at once, and
+ * the final callback (UV_ECANCELED) follows once gen returned. If gen has not
+ * started it never runs. May be called from inside cb. UV_EINVAL: NULL,
+ * already closed, after the final callback, not the loop thread. */
+UVT_EXTERN int uvt_iter_close(uvt_iter_t* it, uvt_drop_cb drop);
+
+/* ---- Channel: from any threads to the loop -------------------------------- */
+
+struct uvt_chan_s {
+  void* data;
+  uvt_bridge_t* bridge; /* read-only */
+  /* private */
+  uvt_chan_cb uvt__cb;
+  uvt__chan_core_t uvt__core;
+};
+
+/* Loop thread. Opens a channel: cb(ch, 0, item) per item in each producer's
+ * order, then one final cb(ch, UV_EOF or UV_ECANCELED, NULL). max_size bounds
+ * the items accepted and not yet passed to cb (allocated here). An open
+ * channel keeps the loop alive. UV_EINVAL: NULL, max_size 0, not the loop
+ * thread; UV_EBUSY: ch still open; UV_EPIPE: bridge closing; UV_ENOMEM. */
+UVT_EXTERN int uvt_chan_init(uvt_bridge_t* bridge, uvt_chan_t* ch, size_t max_size,
+                             uvt_chan_cb cb);
+
+/* Any thread but the loop's (which gets UV_EBUSY, full or not). Blocks while
+ * the channel is full. 0, or UV_EPIPE once it is closed, stopped or finished
+ * (the item was not taken). UV_EINVAL for NULL. */
+UVT_EXTERN int uvt_chan_put(uvt_chan_t* ch, void* item);
+
+/* As uvt_chan_put, giving up with UV_ETIMEDOUT after timeout_ms. */
+UVT_EXTERN int uvt_chan_put_timeout(uvt_chan_t* ch, void* item, uint64_t timeout_ms);
+
+/* Any thread, never blocks: UV_EAGAIN when full or paused and full. */
+UVT_EXTERN int uvt_chan_try_put(uvt_chan_t* ch, void* item);
+
+/* Any thread. Graceful producer-side close: later puts get UV_EPIPE (also
+ * those blocked now); items already put are delivered, then cb(ch, UV_EOF,
+ * NULL). UV_EPIPE if already closed, stopped or finished; UV_EINVAL for NULL. */
+UVT_EXTERN int uvt_chan_close(uvt_chan_t* ch);
+
+/* Loop thread. Stop / restart delivery; while paused the buffer fills,
+ * putters block and try_put returns UV_EAGAIN. Idempotent. UV_EINVAL: NULL,
+ * finished, not the loop thread. */
+UVT_EXTERN int uvt_chan_pause(uvt_chan_t* ch);
+UVT_EXTERN int uvt_chan_resume(uvt_chan_t* ch);
+
+/* Loop thread. Abort: blocked and later putters get UV_EPIPE, buffered items
+ * go to drop (may be NULL) before this returns, then cb(ch, UV_ECANCELED,
+ * NULL) once every blocked put has returned. UV_EINVAL: NULL, already
+ * stopped or finished, not the loop thread. */
+UVT_EXTERN int uvt_chan_stop(uvt_chan_t* ch, uvt_drop_cb drop);
+
+/* ---- Calling loop work from threads ---------------------------------------- */
+
+/* Any thread: runs fn(arg) on the loop thread soon (call_soon_threadsafe),
+ * in submission order per calling thread, never dropped. UV_EINVAL: NULL
+ * bridge or fn, or bridge not initialised; UV_EPIPE: bridge closing;
+ * UV_ENOMEM. An idle bridge does not keep the loop alive for it: see
+ * uvt_bridge_ref. */
+UVT_EXTERN int uvt_call(uvt_bridge_t* bridge, uvt_call_cb fn, void* arg);
+
+/* Any thread but the loop's: runs fn(aw, arg) on the loop thread and blocks
+ * until the loop side calls uvt_await_resolve(aw, status), now or from a later
+ * loop callback; returns that status. UV_EBUSY on the loop thread (at once,
+ * no deadlock); UV_EINVAL: NULL bridge/fn; UV_EPIPE: bridge closing;
+ * UV_ECANCELED if the bridge closed before fn started (fn never runs);
+ * UV_ENOMEM. Once fn started, the bridge's close waits for the resolve. */
+UVT_EXTERN int uvt_sync_await(uvt_bridge_t* bridge, uvt_await_cb fn, void* arg);
+
+/* Loop thread, exactly once per await; aw is invalid afterwards. A second
+ * call on the same await is a programming error: debug builds assert, release
+ * builds ignore it (memory-safe while the bridge lives, as awaits are owned by
+ * the bridge and recycled oldest first). */
+UVT_EXTERN void uvt_await_resolve(uvt_await_t* aw, int status);
+
+/* ---- Context propagation (like contextvars) -------------------------------- */
+
+/* The calling thread's current context value (NULL at first). It is captured
+ * by every submission and is current while that submission's callbacks run,
+ * on both threads; the previous value is restored afterwards. */
+UVT_EXTERN void uvt_context_set(void* ctx);
+UVT_EXTERN void* uvt_context_get(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* UVTHREADS_H */

@@ -1,0 +1,240 @@
+/* The bridge: one uv_async_t per loop and the completion queue behind it.
+ *
+ * Producers (workers, generator and channel threads, uvt_call callers) push
+ * message nodes onto a lock-free stack. Only the push that finds the stack
+ * empty calls uv_async_send, so one wake-up serves a whole batch. The loop
+ * takes the stack in one exchange, reverses it into submission order, and
+ * delivers at most UVT__DRAIN_BUDGET callbacks per wake-up before re-arming
+ * itself, so a flood of completions never starves timers and sockets.
+ *
+ * A producer still touches the bridge after its push makes the message
+ * visible (it calls uv_async_send), so every producer holds `senders` around
+ * its push and the teardown waits for senders to reach zero before closing
+ * the async handle. */
+#include <string.h>
+
+#include "internal.h"
+
+#define UVT__DRAIN_BUDGET 1000u
+
+uvt__bridge_impl_t* uvt__bridge_get(const uvt_bridge_t* bridge) {
+  if (bridge == NULL) return NULL;
+  /* Relaxed: the tag only tells live from garbage; a thread using a bridge
+   * got its pointer through something that ordered it after the init. */
+  if (uvt__load_relaxed(&bridge->uvt__tag) != UVT__TAG(bridge, UVT__KIND_BRIDGE)) return NULL;
+  return bridge->uvt__impl;
+}
+
+int uvt__bridge_on_loop_thread(uvt__bridge_impl_t* impl) {
+  uv_thread_t self = uv_thread_self();
+  /* Relaxed: only the loop thread writes it; another thread never reads its
+   * own identity there unless it wrote it itself earlier. */
+  uv_thread_t loop = uvt__load_relaxed(&impl->loop_thread);
+  return uv_thread_equal(&self, &loop);
+}
+
+int uvt__bridge_check_submit(uvt__bridge_impl_t* impl) {
+  if (!uvt__bridge_on_loop_thread(impl)) return UV_EINVAL;
+  if (impl->closing) return UV_EPIPE;
+  return 0;
+}
+
+void uvt__bridge_update_ref(uvt__bridge_impl_t* impl) {
+  if (impl->finishing) return;
+  if (impl->closing || impl->active > 0 || impl->user_ref)
+    uv_ref((uv_handle_t*)&impl->async);
+  else
+    uv_unref((uv_handle_t*)&impl->async);
+}
+
+static void uvt__bridge_push(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
+  uvt__msg_t* head = uvt__load_relaxed(&impl->inbox);
+  do {
+    msg->next = head;
+    /* Release: makes msg and everything the producer wrote before it (the
+     * work's results, the items) visible to the loop's acquire exchange. */
+  } while (!uvt__cas_weak_release(&impl->inbox, &head, msg));
+  /* A non-empty stack means an earlier push already woke the loop and the
+   * loop has not taken the stack yet: it will take this node too. */
+  if (head == NULL) uv_async_send(&impl->async);
+}
+
+void uvt__bridge_post(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
+  uvt__fetch_add_seq_cst(&impl->senders, 1u);
+  uvt__bridge_push(impl, msg);
+  /* Release: our last touch of the bridge happens before the teardown's
+   * acquire load sees zero. */
+  uvt__fetch_sub_release(&impl->senders, 1u);
+}
+
+int uvt__bridge_post_if_open(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
+  int rc = 0;
+  /* Seq_cst increment, then seq_cst load of closing; uvt_bridge_close does a
+   * seq_cst store of closing, then the teardown a load of senders. In the
+   * single total order either we see closing, or the teardown sees us. */
+  uvt__fetch_add_seq_cst(&impl->senders, 1u);
+  if (uvt__load_seq_cst(&impl->closing))
+    rc = UV_EPIPE;
+  else
+    uvt__bridge_push(impl, msg);
+  uvt__fetch_sub_release(&impl->senders, 1u);
+  return rc;
+}
+
+void uvt__bridge_post_local(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
+  msg->next = NULL;
+  if (impl->ready_tail != NULL)
+    impl->ready_tail->next = msg;
+  else
+    impl->ready_head = msg;
+  impl->ready_tail = msg;
+  uv_async_send(&impl->async);
+}
+
+/* Moves the whole inbox, in push order, behind the ready list. */
+static int uvt__bridge_take_inbox(uvt__bridge_impl_t* impl) {
+  /* Acquire: pairs with the producers' release CAS. */
+  uvt__msg_t* stack = uvt__exchange_acquire(&impl->inbox, NULL);
+  uvt__msg_t* fifo = NULL;
+  uvt__msg_t* tail = stack;
+  if (stack == NULL) return 0;
+  while (stack != NULL) {
+    uvt__msg_t* next = stack->next;
+    stack->next = fifo;
+    fifo = stack;
+    stack = next;
+  }
+  if (impl->ready_tail != NULL)
+    impl->ready_tail->next = fifo;
+  else
+    impl->ready_head = fifo;
+  impl->ready_tail = tail;
+  return 1;
+}
+
+static void uvt__bridge_closed_cb(uv_handle_t* handle) {
+  uvt__bridge_impl_t* impl = uvt__container_of(handle, uvt__bridge_impl_t, async);
+  uvt_bridge_t* bridge = impl->bridge;
+  uvt_close_cb cb = impl->close_cb;
+  uvt__await_free_all(impl);
+  uv_mutex_destroy(&impl->await_mutex);
+  uvt__store_relaxed(&bridge->uvt__tag, (uintptr_t)0);
+  bridge->uvt__impl = NULL;
+  uvt__pool_detach(bridge->pool);
+  uvt__free(impl);
+  if (cb != NULL) cb(bridge);
+}
+
+/* Loop thread, bridge closing: ends it once nothing is left in flight. */
+static void uvt__bridge_maybe_finish(uvt__bridge_impl_t* impl) {
+  if (impl->finishing || impl->active > 0 || impl->ready_head != NULL) return;
+  if (uvt__load_acquire(&impl->inbox) != NULL) return;
+  /* Every request has been delivered; threads may still be on their way out
+   * (between a push and its uv_async_send, or returning an await record). */
+  while (uvt__load_acquire(&impl->senders) != 0) uvt__thread_yield();
+  /* A uvt_call accepted just before the close may have landed meanwhile; its
+   * push sent a wake-up, and the next drain comes back here. */
+  if (uvt__load_acquire(&impl->inbox) != NULL) return;
+  impl->finishing = 1;
+  uv_ref((uv_handle_t*)&impl->async);
+  uv_close((uv_handle_t*)&impl->async, uvt__bridge_closed_cb);
+}
+
+static void uvt__bridge_drain(uv_async_t* async) {
+  uvt__bridge_impl_t* impl = uvt__container_of(async, uvt__bridge_impl_t, async);
+  unsigned budget = UVT__DRAIN_BUDGET;
+
+  /* The loop may have moved to another thread since the init. Relaxed: only
+   * this thread writes it (see uvt__bridge_on_loop_thread). */
+  uvt__store_relaxed(&impl->loop_thread, uv_thread_self());
+
+  while (budget > 0) {
+    uvt__msg_t* msg = impl->ready_head;
+    unsigned used;
+    if (msg == NULL) {
+      if (!uvt__bridge_take_inbox(impl)) break;
+      continue;
+    }
+    impl->ready_head = msg->next;
+    if (impl->ready_head == NULL) impl->ready_tail = NULL;
+    used = msg->deliver(msg, budget);
+    budget = used >= budget ? 0 : budget - used;
+  }
+  if (budget == 0 && (impl->ready_head != NULL || uvt__load_relaxed(&impl->inbox) != NULL))
+    uv_async_send(async);
+  if (impl->closing)
+    uvt__bridge_maybe_finish(impl);
+  else
+    uvt__bridge_update_ref(impl);
+}
+
+int uvt_bridge_init(uv_loop_t* loop, uvt_bridge_t* bridge, uvt_pool_t* pool) {
+  uvt__bridge_impl_t* impl;
+  int rc;
+  if (loop == NULL || bridge == NULL) return UV_EINVAL;
+  if (uvt__bridge_get(bridge) != NULL) return UV_EBUSY;
+  if (pool == NULL) pool = uvt_pool_default();
+  if (pool == NULL) return UV_ENOMEM;
+
+  impl = uvt__aligned_alloc(UVT__CACHE_LINE, sizeof(*impl));
+  if (impl == NULL) return UV_ENOMEM;
+  memset(impl, 0, sizeof(*impl));
+  rc = uv_mutex_init(&impl->await_mutex);
+  if (rc != 0) goto fail;
+  rc = uv_async_init(loop, &impl->async, uvt__bridge_drain);
+  if (rc != 0) {
+    uv_mutex_destroy(&impl->await_mutex);
+    goto fail;
+  }
+  uv_unref((uv_handle_t*)&impl->async);
+  impl->bridge = bridge;
+  impl->loop_thread = uv_thread_self();
+  uvt__queue_init(&impl->works);
+  uvt__queue_init(&impl->chans);
+  uvt__pool_attach(pool);
+
+  bridge->loop = loop;
+  bridge->pool = pool;
+  bridge->uvt__impl = impl;
+  uvt__store_relaxed(&bridge->uvt__tag, UVT__TAG(bridge, UVT__KIND_BRIDGE));
+  return 0;
+
+fail:
+  uvt__free(impl);
+  return rc;
+}
+
+int uvt_bridge_close(uvt_bridge_t* bridge, uvt_close_cb close_cb) {
+  uvt__bridge_impl_t* impl = uvt__bridge_get(bridge);
+  uvt__qnode_t* n;
+  uvt__qnode_t* next;
+  if (impl == NULL || !uvt__bridge_on_loop_thread(impl) || impl->closing) return UV_EINVAL;
+  /* Seq_cst: see uvt__bridge_post_if_open. */
+  uvt__store_seq_cst(&impl->closing, 1);
+  impl->close_cb = close_cb;
+  for (n = impl->works.next; n != &impl->works; n = next) {
+    next = n->next;
+    uvt__work_bridge_closing(impl, n);
+  }
+  for (n = impl->chans.next; n != &impl->chans; n = next) {
+    next = n->next;
+    uvt__chan_bridge_closing(impl, n);
+  }
+  uvt__bridge_update_ref(impl);
+  uv_async_send(&impl->async); /* a drain ends the bridge once all is delivered */
+  return 0;
+}
+
+void uvt_bridge_ref(uvt_bridge_t* bridge) {
+  uvt__bridge_impl_t* impl = uvt__bridge_get(bridge);
+  if (impl == NULL || !uvt__bridge_on_loop_thread(impl)) return;
+  impl->user_ref = 1;
+  uvt__bridge_update_ref(impl);
+}
+
+void uvt_bridge_unref(uvt_bridge_t* bridge) {
+  uvt__bridge_impl_t* impl = uvt__bridge_get(bridge);
+  if (impl == NULL || !uvt__bridge_on_loop_thread(impl)) return;
+  impl->user_ref = 0;
+  uvt__bridge_update_ref(impl);
+}

@@ -1,0 +1,451 @@
+/* The thread pool: run queue, parking, elastic sizing, stats.
+ *
+ * One mutex guards the run queue and the worker bookkeeping; the queue is an
+ * intrusive list, so submitting and cancelling allocate nothing and a queued
+ * task can be removed in O(1). Idle workers park on their own condition
+ * variable in a LIFO list, so the most recently idle (cache-warm) worker is
+ * woken first. At most one worker is "waking" at a time (signalled, freshly
+ * started or spinning): a submitter wakes nobody while one is on its way, and
+ * a worker that takes a task wakes the next one only if work is still
+ * waiting. That keeps bursts from waking every thread at once. */
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define UVT__SPIN_NS 20000u /* how long an idle worker looks for work before parking */
+
+typedef struct uvt__worker_s {
+  uvt_pool_t* pool;
+  uv_cond_t cond;
+  uvt__qnode_t idle_node;
+  int signalled;
+  unsigned index;
+} uvt__worker_t;
+
+struct uvt_pool_s {
+  uv_mutex_t mutex;
+  uvt__qnode_t queue;
+  uint64_t nqueued;
+  unsigned queued_hint; /* atomic copy of nqueued != 0 for spinning workers */
+  uvt__qnode_t idle;    /* parked workers, most recently idle first */
+  unsigned threads;     /* workers alive */
+  unsigned parked;
+  unsigned spinning;
+  unsigned waking;      /* signalled, starting or spinning: work will be seen */
+  unsigned spawned;     /* dedicated (separate) threads not yet exiting */
+  unsigned bridges;
+  unsigned next_index;
+  int shutdown;
+  int is_default;
+  uv_cond_t exited;     /* uvt_pool_free waits here for the last thread */
+  uvt__reap_t last_exited;
+  uvt_pool_options_t opts;
+  char name[16];
+
+  /* Guarded by mutex. */
+  uint64_t submitted, cancelled, started, wait_ns_total, wait_ns_max;
+  /* Updated by workers without the lock (relaxed atomics: statistics). */
+  _Alignas(UVT__CACHE_LINE) uint64_t completed;
+  uint64_t run_ns_total, run_ns_max;
+};
+
+static _Thread_local uvt_pool_t* uvt__tls_pool; /* the pool owning this thread */
+
+void uvt_pool_options_init(uvt_pool_options_t* opts) {
+  if (opts == NULL) return;
+  memset(opts, 0, sizeof(*opts));
+  opts->min_threads = 0;
+  opts->max_threads = 16;
+  opts->idle_timeout_ms = 10000;
+  opts->stack_size = 0;
+  opts->name = NULL;
+}
+
+static int uvt__thread_start(uvt_pool_t* pool, void (*fn)(void*), void* arg) {
+  uv_thread_t tid;
+  uv_thread_options_t topts;
+  topts.flags = pool->opts.stack_size ? UV_THREAD_HAS_STACK_SIZE : UV_THREAD_NO_FLAGS;
+  topts.stack_size = pool->opts.stack_size;
+  return uv_thread_create_ex(&tid, &topts, fn, arg);
+}
+
+uvt__reap_t uvt__pool_thread_exiting(uvt_pool_t* pool) {
+  uvt__reap_t prev;
+  uv_mutex_lock(&pool->mutex);
+  prev = pool->last_exited;
+  pool->last_exited.thread = uv_thread_self();
+  pool->last_exited.valid = 1;
+  pool->spawned--;
+  if (pool->threads == 0 && pool->spawned == 0) uv_cond_signal(&pool->exited);
+  uv_mutex_unlock(&pool->mutex);
+  return prev;
+}
+
+void uvt__reap(uvt__reap_t reap) {
+  if (reap.valid) uv_thread_join(&reap.thread);
+}
+
+/* Wakes the most recently parked worker. Lock held. */
+static void uvt__wake_one_locked(uvt_pool_t* pool) {
+  uvt__qnode_t* n = pool->idle.next;
+  uvt__worker_t* w = uvt__container_of(n, uvt__worker_t, idle_node);
+  uvt__queue_remove(n);
+  pool->parked--;
+  pool->waking++;
+  w->signalled = 1;
+  uv_cond_signal(&w->cond);
+}
+
+/* Makes sure someone will take the queued work: returns 1 when the caller
+ * must start a new worker (already counted) after dropping the lock. */
+static int uvt__ensure_taker_locked(uvt_pool_t* pool) {
+  if (pool->waking > 0 || uvt__queue_empty(&pool->queue)) return 0;
+  if (!uvt__queue_empty(&pool->idle)) {
+    uvt__wake_one_locked(pool);
+    return 0;
+  }
+  if (pool->threads < pool->opts.max_threads && !pool->shutdown) {
+    pool->threads++;
+    pool->waking++;
+    return 1;
+  }
+  return 0;
+}
+
+static void uvt__worker_main(void* arg);
+
+/* Starts a worker already counted in threads and waking. */
+static int uvt__start_worker(uvt_pool_t* pool) {
+  uvt__worker_t* w = uvt__calloc(1, sizeof(*w));
+  int rc = UV_ENOMEM;
+  if (w != NULL) {
+    w->pool = pool;
+    rc = uv_cond_init(&w->cond);
+    if (rc == 0) {
+      uv_mutex_lock(&pool->mutex);
+      w->index = pool->next_index++;
+      uv_mutex_unlock(&pool->mutex);
+      rc = uvt__thread_start(pool, uvt__worker_main, w);
+      if (rc == 0) return 0;
+      uv_cond_destroy(&w->cond);
+    }
+    uvt__free(w);
+  }
+  uv_mutex_lock(&pool->mutex);
+  pool->threads--;
+  pool->waking--;
+  if (pool->threads == 0 && pool->spawned == 0) uv_cond_signal(&pool->exited);
+  uv_mutex_unlock(&pool->mutex);
+  return rc;
+}
+
+static void uvt__run_task(uvt_pool_t* pool, uvt__task_t* task) {
+  uint64_t start = uv_hrtime();
+  uint64_t took;
+  task->work(task);
+  took = uv_hrtime() - start;
+  /* Relaxed: counters only. They are written before task->done publishes the
+   * completion, and the bridge's release/acquire handoff orders them before
+   * the loop's read of the stats. */
+  uvt__fetch_add_relaxed(&pool->run_ns_total, took);
+  uvt__atomic_max_u64(&pool->run_ns_max, took);
+  uvt__fetch_add_relaxed(&pool->completed, 1);
+  task->done(task); /* the last touch of task */
+}
+
+/* Spins briefly for new work with the lock dropped. Lock held on entry and
+ * exit; returns with the worker counted as waking if work showed up. */
+static void uvt__spin_locked(uvt_pool_t* pool) {
+  uint64_t deadline;
+  unsigned i;
+  pool->spinning++;
+  pool->waking++;
+  uv_mutex_unlock(&pool->mutex);
+  deadline = uv_hrtime() + UVT__SPIN_NS;
+  for (i = 1;; i++) {
+    /* Relaxed: a hint; the task itself is read under the mutex. */
+    if (uvt__load_relaxed(&pool->queued_hint)) break;
+    uvt__cpu_relax();
+    if ((i & 63) == 0 && uv_hrtime() > deadline) break;
+  }
+  uv_mutex_lock(&pool->mutex);
+  pool->spinning--;
+}
+
+static void uvt__worker_main(void* arg) {
+  uvt__worker_t* w = arg;
+  uvt_pool_t* pool = w->pool;
+  int waking = 1; /* counted in pool->waking by whoever started us */
+  uvt__reap_t prev;
+  char name[32];
+
+  snprintf(name, sizeof(name), "%s-%u", pool->name, w->index);
+  uvt__thread_set_name(name);
+  uvt__tls_pool = pool;
+
+  uv_mutex_lock(&pool->mutex);
+  for (;;) {
+    if (!uvt__queue_empty(&pool->queue)) {
+      uvt__task_t* task = uvt__container_of(pool->queue.next, uvt__task_t, node);
+      uint64_t now = uv_hrtime();
+      uint64_t waited = now - task->submit_ns;
+      int spawn;
+      uvt__queue_remove(&task->node);
+      task->queued = 0;
+      pool->nqueued--;
+      uvt__store_relaxed(&pool->queued_hint, pool->nqueued != 0);
+      pool->started++;
+      pool->wait_ns_total += waited;
+      if (waited > pool->wait_ns_max) pool->wait_ns_max = waited;
+      if (waking) {
+        pool->waking--;
+        waking = 0;
+      }
+      spawn = uvt__ensure_taker_locked(pool);
+      uv_mutex_unlock(&pool->mutex);
+      if (spawn) uvt__start_worker(pool);
+      uvt__run_task(pool, task);
+      uv_mutex_lock(&pool->mutex);
+      continue;
+    }
+    if (pool->shutdown) break;
+    if (waking) {
+      pool->waking--;
+      waking = 0;
+    }
+    if (pool->spinning == 0) {
+      uvt__spin_locked(pool);
+      waking = 1;
+      continue;
+    }
+
+    /* Park. Threads above min_threads give up after idle_timeout_ms. */
+    {
+      int timed = pool->threads > pool->opts.min_threads;
+      uint64_t timeout = (uint64_t)pool->opts.idle_timeout_ms * 1000000u;
+      uint64_t deadline = uv_hrtime() + timeout;
+      int timed_out = 0;
+      w->signalled = 0;
+      uvt__queue_insert_head(&pool->idle, &w->idle_node); /* LIFO: woken first */
+      pool->parked++;
+      while (!w->signalled && !pool->shutdown) {
+        if (!timed) {
+          uv_cond_wait(&w->cond, &pool->mutex);
+          continue;
+        }
+        {
+          uint64_t now = uv_hrtime();
+          if (now >= deadline) {
+            timed_out = 1;
+            break;
+          }
+          uv_cond_timedwait(&w->cond, &pool->mutex, deadline - now);
+        }
+      }
+      if (w->signalled) {
+        waking = 1; /* the waker counted us in pool->waking */
+        continue;
+      }
+      uvt__queue_remove(&w->idle_node);
+      pool->parked--;
+      if (pool->shutdown) break;
+      if (timed_out && pool->threads > pool->opts.min_threads &&
+          uvt__queue_empty(&pool->queue))
+        break;
+    }
+  }
+
+  /* Exit: register as the last exited thread; the next one (or
+   * uvt_pool_free) joins us. After the unlock nothing of the pool is touched. */
+  pool->threads--;
+  prev = pool->last_exited;
+  pool->last_exited.thread = uv_thread_self();
+  pool->last_exited.valid = 1;
+  if (pool->threads == 0 && pool->spawned == 0) uv_cond_signal(&pool->exited);
+  uv_mutex_unlock(&pool->mutex);
+  uv_cond_destroy(&w->cond);
+  uvt__free(w);
+  uvt__reap(prev);
+}
+
+int uvt_pool_new(uvt_pool_t** out, const uvt_pool_options_t* opts) {
+  uvt_pool_options_t defaults;
+  uvt_pool_t* pool;
+  unsigned i;
+  int rc;
+
+  if (out == NULL) return UV_EINVAL;
+  if (opts == NULL) {
+    uvt_pool_options_init(&defaults);
+    opts = &defaults;
+  }
+  if (opts->max_threads == 0 || opts->min_threads > opts->max_threads) return UV_EINVAL;
+
+  pool = uvt__calloc(1, sizeof(*pool));
+  if (pool == NULL) return UV_ENOMEM;
+  pool->opts = *opts;
+  snprintf(pool->name, sizeof(pool->name), "%.10s", opts->name ? opts->name : "uvt");
+  pool->opts.name = pool->name;
+  uvt__queue_init(&pool->queue);
+  uvt__queue_init(&pool->idle);
+  if ((rc = uv_mutex_init(&pool->mutex)) != 0) goto fail_mutex;
+  if ((rc = uv_cond_init(&pool->exited)) != 0) goto fail_cond;
+
+  for (i = 0; i < opts->min_threads; i++) {
+    uv_mutex_lock(&pool->mutex);
+    pool->threads++;
+    pool->waking++;
+    uv_mutex_unlock(&pool->mutex);
+    if ((rc = uvt__start_worker(pool)) != 0) {
+      pool->is_default = 0;
+      uvt_pool_free(pool);
+      return rc;
+    }
+  }
+  *out = pool;
+  return 0;
+
+fail_cond:
+  uv_mutex_destroy(&pool->mutex);
+fail_mutex:
+  uvt__free(pool);
+  return rc;
+}
+
+int uvt_pool_free(uvt_pool_t* pool) {
+  uvt__qnode_t* n;
+  if (pool == NULL || pool->is_default) return UV_EINVAL;
+  if (uvt__tls_pool == pool) return UV_EBUSY;
+  uv_mutex_lock(&pool->mutex);
+  if (pool->bridges > 0) {
+    uv_mutex_unlock(&pool->mutex);
+    return UV_EBUSY;
+  }
+  pool->shutdown = 1;
+  for (n = pool->idle.next; n != &pool->idle; n = n->next)
+    uv_cond_signal(&uvt__container_of(n, uvt__worker_t, idle_node)->cond);
+  while (pool->threads > 0 || pool->spawned > 0) uv_cond_wait(&pool->exited, &pool->mutex);
+  uv_mutex_unlock(&pool->mutex);
+  uvt__reap(pool->last_exited);
+  uv_cond_destroy(&pool->exited);
+  uv_mutex_destroy(&pool->mutex);
+  uvt__free(pool);
+  return 0;
+}
+
+static uvt_pool_t* uvt__default_pool;
+static uv_once_t uvt__default_once = UV_ONCE_INIT;
+
+static void uvt__default_pool_create(void) {
+  uvt_pool_options_t opts;
+  const char* env = getenv("UVT_POOL_SIZE");
+  uvt_pool_options_init(&opts);
+  if (env != NULL && *env != '\0') {
+    char* end;
+    unsigned long n = strtoul(env, &end, 10);
+    if (*end == '\0' && n >= 1 && n <= 1024) opts.max_threads = (unsigned)n;
+  }
+  if (uvt_pool_new(&uvt__default_pool, &opts) == 0) uvt__default_pool->is_default = 1;
+}
+
+uvt_pool_t* uvt_pool_default(void) {
+  uv_once(&uvt__default_once, uvt__default_pool_create);
+  return uvt__default_pool;
+}
+
+int uvt_pool_stats(uvt_pool_t* pool, uvt_pool_stats_t* out) {
+  uint64_t completed;
+  if (pool == NULL || out == NULL) return UV_EINVAL;
+  memset(out, 0, sizeof(*out));
+  uv_mutex_lock(&pool->mutex);
+  completed = uvt__load_relaxed(&pool->completed);
+  out->threads = pool->threads;
+  out->idle_threads = pool->parked + pool->spinning;
+  out->submitted = pool->submitted;
+  out->completed = completed;
+  out->cancelled = pool->cancelled;
+  out->queued = pool->nqueued;
+  /* started only grows and is counted before a task runs, completed after:
+   * read in this order, started >= completed. */
+  out->running = pool->started - completed;
+  out->wait_ns_total = pool->wait_ns_total;
+  out->wait_ns_max = pool->wait_ns_max;
+  out->run_ns_total = uvt__load_relaxed(&pool->run_ns_total);
+  out->run_ns_max = uvt__load_relaxed(&pool->run_ns_max);
+  uv_mutex_unlock(&pool->mutex);
+  return 0;
+}
+
+int uvt__pool_submit(uvt_pool_t* pool, uvt__task_t* task) {
+  int spawn;
+  int rc;
+  task->submit_ns = uv_hrtime();
+  uv_mutex_lock(&pool->mutex);
+  uvt__queue_insert_tail(&pool->queue, &task->node);
+  task->queued = 1;
+  pool->nqueued++;
+  pool->submitted++;
+  uvt__store_relaxed(&pool->queued_hint, 1u);
+  spawn = uvt__ensure_taker_locked(pool);
+  uv_mutex_unlock(&pool->mutex);
+  if (!spawn) return 0;
+  rc = uvt__start_worker(pool);
+  if (rc == 0) return 0;
+  /* No new thread: the existing ones will get to the task, unless there are
+   * none, in which case the task is withdrawn and the caller told. */
+  uv_mutex_lock(&pool->mutex);
+  if (pool->threads == 0 && task->queued) {
+    uvt__queue_remove(&task->node);
+    task->queued = 0;
+    pool->nqueued--;
+    pool->submitted--;
+    uvt__store_relaxed(&pool->queued_hint, pool->nqueued != 0);
+  } else {
+    rc = 0;
+  }
+  uv_mutex_unlock(&pool->mutex);
+  return rc;
+}
+
+int uvt__pool_cancel(uvt_pool_t* pool, uvt__task_t* task) {
+  int rc = UV_EBUSY;
+  uv_mutex_lock(&pool->mutex);
+  if (task->queued) {
+    uvt__queue_remove(&task->node);
+    task->queued = 0;
+    pool->nqueued--;
+    pool->cancelled++;
+    uvt__store_relaxed(&pool->queued_hint, pool->nqueued != 0);
+    rc = 0;
+  }
+  uv_mutex_unlock(&pool->mutex);
+  return rc;
+}
+
+void uvt__pool_attach(uvt_pool_t* pool) {
+  uv_mutex_lock(&pool->mutex);
+  pool->bridges++;
+  uv_mutex_unlock(&pool->mutex);
+}
+
+void uvt__pool_detach(uvt_pool_t* pool) {
+  uv_mutex_lock(&pool->mutex);
+  pool->bridges--;
+  uv_mutex_unlock(&pool->mutex);
+}
+
+int uvt__pool_spawn(uvt_pool_t* pool, void (*fn)(void*), void* arg) {
+  int rc;
+  uv_mutex_lock(&pool->mutex);
+  pool->spawned++;
+  uv_mutex_unlock(&pool->mutex);
+  rc = uvt__thread_start(pool, fn, arg);
+  if (rc != 0) {
+    uv_mutex_lock(&pool->mutex);
+    pool->spawned--;
+    if (pool->threads == 0 && pool->spawned == 0) uv_cond_signal(&pool->exited);
+    uv_mutex_unlock(&pool->mutex);
+  }
+  return rc;
+}

@@ -1,0 +1,134 @@
+/* uvt_threaded, uvt_threaded_separate, uvt_cancel.
+ *
+ * A request lives in the caller's struct: the pool task, the bridge message
+ * and the bridge's in-flight list node are all embedded, so a submission
+ * allocates nothing. Its tag (derived from its address) marks it in flight
+ * from submission until just before its after callback. */
+#include "internal.h"
+
+static int uvt__work_in_flight(const uvt_work_t* req) {
+  return req->uvt__tag == UVT__TAG(req, UVT__KIND_WORK);
+}
+
+static void uvt__work_flag_cancel(uvt_work_t* req) {
+  /* Relaxed: a hint the work function polls; it publishes no data. */
+  uvt__store_relaxed(&req->uvt__cancel, 1);
+}
+
+static unsigned uvt__work_deliver(uvt__msg_t* msg, unsigned budget) {
+  uvt_work_t* req = uvt__container_of(msg, uvt_work_t, uvt__msg);
+  uvt__bridge_impl_t* impl = req->bridge->uvt__impl;
+  (void)budget;
+  uvt__queue_remove(&req->uvt__bridge_node);
+  impl->active--;
+  req->uvt__tag = 0; /* reusable from inside after onward */
+  if (req->uvt__after != NULL) {
+    void* prev = uvt__context_swap(req->uvt__ctx);
+    req->uvt__after(req, req->uvt__status);
+    uvt__context_swap(prev);
+  }
+  return 1;
+}
+
+static void uvt__work_call(uvt_work_t* req) {
+  void* prev = uvt__context_swap(req->uvt__ctx);
+  req->uvt__work(req);
+  uvt__context_swap(prev);
+}
+
+static void uvt__work_task_run(uvt__task_t* task) {
+  uvt__work_call(uvt__container_of(task, uvt_work_t, uvt__task));
+}
+
+static void uvt__work_task_done(uvt__task_t* task) {
+  uvt_work_t* req = uvt__container_of(task, uvt_work_t, uvt__task);
+  uvt__bridge_post(req->bridge->uvt__impl, &req->uvt__msg);
+}
+
+static void uvt__work_separate_main(void* arg) {
+  uvt_work_t* req = arg;
+  uvt__bridge_impl_t* impl = req->bridge->uvt__impl;
+  uvt__reap_t reap;
+  uvt__thread_set_name("uvt-separate");
+  uvt__work_call(req);
+  /* Register the exit first: once the completion is posted, the bridge and
+   * then the pool may go away. */
+  reap = uvt__pool_thread_exiting(req->bridge->pool);
+  uvt__bridge_post(impl, &req->uvt__msg);
+  uvt__reap(reap);
+}
+
+static int uvt__work_submit(uvt_bridge_t* bridge, uvt_work_t* req, uvt_work_cb work,
+                            uvt_after_work_cb after, int separate) {
+  uvt__bridge_impl_t* impl = uvt__bridge_get(bridge);
+  int rc;
+  if (impl == NULL || req == NULL || work == NULL) return UV_EINVAL;
+  if ((rc = uvt__bridge_check_submit(impl)) != 0) return rc;
+  if (uvt__work_in_flight(req)) return UV_EBUSY;
+
+  req->bridge = bridge;
+  req->uvt__work = work;
+  req->uvt__after = after;
+  req->uvt__ctx = uvt_context_get();
+  req->uvt__status = 0;
+  req->uvt__cancel = 0;
+  req->uvt__separate = separate;
+  req->uvt__msg.deliver = uvt__work_deliver;
+  req->uvt__task.work = uvt__work_task_run;
+  req->uvt__task.done = uvt__work_task_done;
+  req->uvt__task.queued = 0;
+
+  /* The completion is delivered on this thread, after we return, so the
+   * bookkeeping below cannot race with it. */
+  if (separate)
+    rc = uvt__pool_spawn(bridge->pool, uvt__work_separate_main, req);
+  else
+    rc = uvt__pool_submit(bridge->pool, &req->uvt__task);
+  if (rc != 0) return rc;
+
+  uvt__queue_insert_tail(&impl->works, &req->uvt__bridge_node);
+  impl->active++;
+  uvt__bridge_update_ref(impl);
+  req->uvt__tag = UVT__TAG(req, UVT__KIND_WORK);
+  return 0;
+}
+
+int uvt_threaded(uvt_bridge_t* bridge, uvt_work_t* req, uvt_work_cb work,
+                 uvt_after_work_cb after) {
+  return uvt__work_submit(bridge, req, work, after, 0);
+}
+
+int uvt_threaded_separate(uvt_bridge_t* bridge, uvt_work_t* req, uvt_work_cb work,
+                          uvt_after_work_cb after) {
+  return uvt__work_submit(bridge, req, work, after, 1);
+}
+
+/* Withdraws req from the pool queue if it is still there. Loop thread. */
+static int uvt__work_try_cancel(uvt__bridge_impl_t* impl, uvt_work_t* req) {
+  if (req->uvt__status == UV_ECANCELED) return 0; /* cancelled before */
+  if (!req->uvt__separate && uvt__pool_cancel(req->bridge->pool, &req->uvt__task) == 0) {
+    req->uvt__status = UV_ECANCELED;
+    uvt__work_flag_cancel(req);
+    uvt__bridge_post_local(impl, &req->uvt__msg);
+    return 0;
+  }
+  uvt__work_flag_cancel(req);
+  return UV_EBUSY;
+}
+
+int uvt_cancel(uvt_work_t* req) {
+  uvt__bridge_impl_t* impl;
+  if (req == NULL || !uvt__work_in_flight(req)) return UV_EINVAL;
+  impl = uvt__bridge_get(req->bridge);
+  if (impl == NULL || !uvt__bridge_on_loop_thread(impl)) return UV_EINVAL;
+  return uvt__work_try_cancel(impl, req);
+}
+
+int uvt_is_cancelled(const uvt_work_t* req) {
+  if (req == NULL) return 0;
+  return uvt__load_relaxed(&req->uvt__cancel) != 0;
+}
+
+void uvt__work_bridge_closing(uvt__bridge_impl_t* impl, uvt__qnode_t* node) {
+  uvt__work_try_cancel(impl, uvt__container_of(node, uvt_work_t, uvt__bridge_node));
+}

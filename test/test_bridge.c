@@ -1,0 +1,153 @@
+/* The bridge: init/close errors, loop liveness, ref/unref, close callbacks. */
+#include "test.h"
+
+static void test_init_errors(void) {
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uvt_pool_t* pool = test_pool(0, 1);
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_ERR(uvt_bridge_init(NULL, &b, pool), UV_EINVAL);
+  ASSERT_ERR(uvt_bridge_init(&loop, NULL, pool), UV_EINVAL);
+  ASSERT_OK(uvt_bridge_init(&loop, &b, pool));
+  ASSERT_ERR(uvt_bridge_init(&loop, &b, pool), UV_EBUSY); /* double init */
+  ASSERT_ERR(uvt_pool_free(pool), UV_EBUSY);
+  test_close_all(&loop, &b);
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
+typedef struct {
+  uvt_bridge_t* b;
+  int rc;
+} thread_close_t;
+
+static void close_from_thread(void* arg) {
+  thread_close_t* t = arg;
+  t->rc = uvt_bridge_close(t->b, NULL);
+  uvt_bridge_ref(t->b); /* ignored off the loop thread */
+}
+
+static void test_close_errors(void) {
+  uv_loop_t loop;
+  uvt_bridge_t b, garbage;
+  uvt_pool_t* pool = test_pool(0, 1);
+  thread_close_t t;
+  memset(&garbage, 0xEE, sizeof(garbage));
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &b, pool));
+  ASSERT_ERR(uvt_bridge_close(NULL, NULL), UV_EINVAL);
+  ASSERT_ERR(uvt_bridge_close(&garbage, NULL), UV_EINVAL);
+  t.b = &b;
+  run_on_thread(close_from_thread, &t);
+  ASSERT_EQ(t.rc, UV_EINVAL);
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT)); /* not ref'd by the thread */
+  uvt_bridge_ref(NULL);
+  uvt_bridge_unref(NULL);
+  uvt_bridge_ref(&garbage);
+  test_closed_count = 0;
+  ASSERT_OK(uvt_bridge_close(&b, test_on_bridge_closed));
+  ASSERT_ERR(uvt_bridge_close(&b, test_on_bridge_closed), UV_EINVAL); /* twice */
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_EQ(test_closed_count, 1);
+  ASSERT_ERR(uvt_bridge_close(&b, test_on_bridge_closed), UV_EINVAL); /* after close_cb */
+  ASSERT_OK(uv_loop_close(&loop));
+  /* The struct can be initialised again after its close callback. */
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &b, pool));
+  test_close_all(&loop, &b);
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
+static void test_idle_and_ref(void) {
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uvt_pool_t* pool = test_pool(0, 1);
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &b, pool));
+  /* An idle bridge does not keep uv_run alive. */
+  ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  uvt_bridge_ref(&b);
+  ASSERT_NE(uv_run(&loop, UV_RUN_NOWAIT), 0);
+  ASSERT(uv_loop_alive(&loop));
+  uvt_bridge_unref(&b);
+  ASSERT_EQ(uv_run(&loop, UV_RUN_NOWAIT), 0);
+  ASSERT(!uv_loop_alive(&loop));
+  test_close_all(&loop, &b);
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
+static int heap_closed;
+static void free_in_close_cb(uvt_bridge_t* b) {
+  heap_closed = 1;
+  memset(b, 0xCC, sizeof(*b));
+  free(b);
+}
+
+static void noop_work(uvt_work_t* req) { (void)req; }
+static void close_from_after(uvt_work_t* req, int status) {
+  ASSERT_EQ(status, 0);
+  ASSERT_OK(uvt_bridge_close(req->bridge, free_in_close_cb));
+  free(req);
+}
+
+/* close from inside a callback, and close_cb frees the bridge. */
+static void test_close_inside_callback(void) {
+  uv_loop_t loop;
+  uvt_bridge_t* b = malloc(sizeof(*b));
+  uvt_work_t* req = malloc(sizeof(*req));
+  uvt_pool_t* pool = test_pool(0, 1);
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, b, pool));
+  ASSERT_OK(uvt_threaded(b, req, noop_work, close_from_after));
+  heap_closed = 0;
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_EQ(heap_closed, 1);
+  ASSERT_OK(uv_loop_close(&loop));
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
+/* A program may init on one thread and run the loop on another. */
+typedef struct {
+  uv_loop_t* loop;
+  uvt_bridge_t* b;
+  uvt_work_t req;
+  int after;
+} moved_t;
+
+static void moved_after(uvt_work_t* req, int status) {
+  moved_t* m = req->data;
+  ASSERT_EQ(status, 0);
+  m->after++;
+  uvt_bridge_unref(m->b); /* accepted: this is the loop thread now */
+}
+static void moved_call(void* arg) {
+  moved_t* m = arg;
+  m->req.data = m;
+  /* This thread runs the bridge's callbacks now: it is the loop thread. */
+  ASSERT_OK(uvt_threaded(m->b, &m->req, noop_work, moved_after));
+}
+static void moved_loop_main(void* arg) {
+  moved_t* m = arg;
+  uvt_bridge_ref(m->b); /* refused: not yet the loop thread */
+  ASSERT_EQ(uv_run(m->loop, UV_RUN_DEFAULT), 0);
+  ASSERT_EQ(m->after, 1);
+  test_close_all(m->loop, m->b);
+}
+
+static void test_loop_moves_thread(void) {
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uvt_pool_t* pool = test_pool(0, 1);
+  moved_t m;
+  memset(&m, 0, sizeof(m));
+  m.loop = &loop;
+  m.b = &b;
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &b, pool));
+  uvt_bridge_ref(&b); /* keeps the loop alive until the work is back */
+  ASSERT_OK(uvt_call(&b, moved_call, &m));
+  run_on_thread(moved_loop_main, &m);
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
+TEST_MAIN(TEST(test_init_errors), TEST(test_close_errors), TEST(test_idle_and_ref),
+          TEST(test_close_inside_callback), TEST(test_loop_moves_thread))

@@ -1,0 +1,262 @@
+/* The pool: options, errors, elastic sizing, stats, names, sharing. */
+#define _GNU_SOURCE /* pthread_getname_np */
+#include <pthread.h>
+
+#include "test.h"
+
+static void test_options_defaults(void) {
+  uvt_pool_options_t o;
+  memset(&o, 0x77, sizeof(o));
+  uvt_pool_options_init(&o);
+  ASSERT_EQ(o.min_threads, 0);
+  ASSERT_EQ(o.max_threads, 16);
+  ASSERT_EQ(o.idle_timeout_ms, 10000);
+  ASSERT_EQ(o.stack_size, 0);
+  ASSERT(o.name == NULL);
+  uvt_pool_options_init(NULL); /* harmless */
+}
+
+static void test_pool_errors(void) {
+  uvt_pool_options_t o;
+  uvt_pool_t* pool = NULL;
+  uvt_pool_stats_t st;
+  ASSERT_ERR(uvt_pool_new(NULL, NULL), UV_EINVAL);
+  uvt_pool_options_init(&o);
+  o.max_threads = 0;
+  ASSERT_ERR(uvt_pool_new(&pool, &o), UV_EINVAL);
+  o.max_threads = 2;
+  o.min_threads = 3;
+  ASSERT_ERR(uvt_pool_new(&pool, &o), UV_EINVAL);
+  ASSERT(pool == NULL);
+  ASSERT_ERR(uvt_pool_free(NULL), UV_EINVAL);
+  ASSERT_ERR(uvt_pool_stats(NULL, &st), UV_EINVAL);
+  ASSERT_OK(uvt_pool_new(&pool, NULL)); /* defaults */
+  ASSERT_ERR(uvt_pool_stats(pool, NULL), UV_EINVAL);
+  ASSERT_OK(uvt_pool_stats(pool, &st));
+  ASSERT_EQ(st.threads, 0);
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
+static void test_min_threads_start(void) {
+  uvt_pool_t* pool = test_pool(3, 5);
+  uvt_pool_stats_t st;
+  ASSERT_OK(uvt_pool_stats(pool, &st));
+  ASSERT_EQ(st.threads, 3);
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
+typedef struct {
+  uvt_work_t req;
+  test_gate_t* gate;
+  char name[32];
+  int rc_free;
+  uvt_pool_t* pool;
+  int done;
+} pjob_t;
+
+static void pjob_work(uvt_work_t* req) {
+  pjob_t* j = (pjob_t*)req;
+  pthread_getname_np(pthread_self(), j->name, sizeof(j->name));
+  if (j->pool != NULL) j->rc_free = uvt_pool_free(j->pool);
+  if (j->gate != NULL) gate_wait(j->gate);
+}
+static void pjob_after(uvt_work_t* req, int status) {
+  ASSERT_EQ(status, 0);
+  ((pjob_t*)req)->done++;
+}
+
+static void wait_threads(uvt_pool_t* pool, unsigned want) {
+  uvt_pool_stats_t st;
+  int tries;
+  for (tries = 0; tries < 20000; tries++) {
+    ASSERT_OK(uvt_pool_stats(pool, &st));
+    if (st.threads == want) return;
+    uv_sleep(1);
+  }
+  ASSERT_EQ(st.threads, want);
+}
+
+/* Grows while work waits and nobody is idle; shrinks back to min_threads. */
+static void test_elastic(void) {
+  uvt_pool_options_t o;
+  uvt_pool_t* pool;
+  uvt_pool_stats_t st;
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  test_gate_t gate;
+  pjob_t jobs[8];
+  int i;
+  uvt_pool_options_init(&o);
+  o.min_threads = 1;
+  o.max_threads = 6;
+  o.idle_timeout_ms = 30;
+  ASSERT_OK(uvt_pool_new(&pool, &o));
+  memset(jobs, 0, sizeof(jobs));
+  gate_init(&gate);
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &b, pool));
+  for (i = 0; i < 8; i++) {
+    jobs[i].gate = &gate;
+    ASSERT_OK(uvt_threaded(&b, &jobs[i].req, pjob_work, pjob_after));
+  }
+  gate_await_waiters(&gate, 6); /* grew to max_threads, no further */
+  ASSERT_OK(uvt_pool_stats(pool, &st));
+  ASSERT_EQ(st.threads, 6);
+  ASSERT_EQ(st.running, 6);
+  ASSERT_EQ(st.queued, 2);
+  gate_open(&gate);
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  for (i = 0; i < 8; i++) ASSERT_EQ(jobs[i].done, 1);
+  wait_threads(pool, 1); /* idle threads above min_threads exit */
+  ASSERT_OK(uvt_pool_stats(pool, &st));
+  ASSERT_EQ(st.idle_threads, 1);
+  /* And it grows again. */
+  gate_close(&gate);
+  for (i = 0; i < 3; i++) ASSERT_OK(uvt_threaded(&b, &jobs[i].req, pjob_work, pjob_after));
+  gate_await_waiters(&gate, 3);
+  gate_open(&gate);
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  test_close_all(&loop, &b);
+  gate_destroy(&gate);
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
+static void sleepy_work(uvt_work_t* req) {
+  (void)req;
+  uv_sleep(5);
+}
+
+static void test_stats_and_names(void) {
+  uvt_pool_options_t o;
+  uvt_pool_t* pool;
+  uvt_pool_stats_t st;
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  pjob_t j, sleepy, self_free;
+  uvt_pool_options_init(&o);
+  o.max_threads = 1;
+  o.name = "dbworker";
+  o.stack_size = 256 * 1024;
+  ASSERT_OK(uvt_pool_new(&pool, &o));
+  memset(&j, 0, sizeof(j));
+  memset(&sleepy, 0, sizeof(sleepy));
+  memset(&self_free, 0, sizeof(self_free));
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &b, pool));
+  ASSERT_PTR_EQ(b.pool, pool);
+  ASSERT_PTR_EQ(b.loop, &loop);
+  ASSERT_OK(uvt_threaded(&b, &sleepy.req, sleepy_work, pjob_after));
+  ASSERT_OK(uvt_threaded(&b, &j.req, pjob_work, pjob_after));
+  self_free.pool = pool;
+  ASSERT_OK(uvt_threaded(&b, &self_free.req, pjob_work, pjob_after));
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_EQ(strcmp(j.name, "dbworker-0"), 0);
+  ASSERT_EQ(self_free.rc_free, UV_EBUSY); /* from one of its own threads */
+  ASSERT_OK(uvt_pool_stats(pool, &st));
+  ASSERT_EQ(st.submitted, 3);
+  ASSERT_EQ(st.completed, 3);
+  ASSERT_GE(st.run_ns_max, 4000000);  /* the 5 ms sleeper */
+  ASSERT_GE(st.run_ns_total, st.run_ns_max);
+  ASSERT_GE(st.wait_ns_max, 4000000); /* the second waited behind it */
+  ASSERT_GE(st.wait_ns_total, st.wait_ns_max);
+  ASSERT_ERR(uvt_pool_free(pool), UV_EBUSY); /* a bridge still uses it */
+  test_close_all(&loop, &b);
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
+/* Several loops on several threads share one pool. */
+#define LOOPS 4
+#define PER_LOOP 20000
+typedef struct {
+  uvt_pool_t* pool;
+  uvt_work_t reqs[64];
+  long left, delivered;
+  uvt_bridge_t b;
+} loop_ctx_t;
+
+static void count_work(uvt_work_t* req) { (void)req; }
+static void count_after(uvt_work_t* req, int status) {
+  loop_ctx_t* c = req->data;
+  ASSERT_EQ(status, 0);
+  c->delivered++;
+  if (c->left > 0) {
+    c->left--;
+    req->data = c;
+    ASSERT_OK(uvt_threaded(&c->b, req, count_work, count_after));
+  }
+}
+
+static void loop_thread_main(void* arg) {
+  loop_ctx_t* c = arg;
+  uv_loop_t loop;
+  int i;
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &c->b, c->pool));
+  c->left = PER_LOOP - 64;
+  for (i = 0; i < 64; i++) {
+    c->reqs[i].data = c;
+    ASSERT_OK(uvt_threaded(&c->b, &c->reqs[i], count_work, count_after));
+  }
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_EQ(c->delivered, PER_LOOP);
+  ASSERT_OK(uvt_bridge_close(&c->b, NULL));
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_OK(uv_loop_close(&loop));
+}
+
+static void test_shared_pool(void) {
+  uvt_pool_t* pool = test_pool(0, 3);
+  uvt_pool_stats_t st;
+  static loop_ctx_t ctx[LOOPS];
+  uv_thread_t threads[LOOPS];
+  int i;
+  memset(ctx, 0, sizeof(ctx));
+  for (i = 0; i < LOOPS; i++) {
+    ctx[i].pool = pool;
+    ASSERT_OK(uv_thread_create(&threads[i], loop_thread_main, &ctx[i]));
+  }
+  for (i = 0; i < LOOPS; i++) ASSERT_OK(uv_thread_join(&threads[i]));
+  ASSERT_OK(uvt_pool_stats(pool, &st));
+  ASSERT_EQ(st.submitted, (uint64_t)LOOPS * PER_LOOP);
+  ASSERT_EQ(st.completed, (uint64_t)LOOPS * PER_LOOP);
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
+/* CTest runs this executable with UVT_POOL_SIZE=2. */
+static void test_default_pool(void) {
+  uvt_pool_t* def = uvt_pool_default();
+  uvt_pool_stats_t st;
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  test_gate_t gate;
+  pjob_t jobs[4];
+  const char* env = getenv("UVT_POOL_SIZE");
+  int i;
+  ASSERT(def != NULL);
+  ASSERT_PTR_EQ(uvt_pool_default(), def);
+  ASSERT_ERR(uvt_pool_free(def), UV_EINVAL);
+  memset(jobs, 0, sizeof(jobs));
+  gate_init(&gate);
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &b, NULL));
+  ASSERT_PTR_EQ(b.pool, def);
+  for (i = 0; i < 4; i++) {
+    jobs[i].gate = &gate;
+    ASSERT_OK(uvt_threaded(&b, &jobs[i].req, pjob_work, pjob_after));
+  }
+  if (env != NULL && strcmp(env, "2") == 0) {
+    gate_await_waiters(&gate, 2);
+    ASSERT_OK(uvt_pool_stats(def, &st));
+    ASSERT_EQ(st.threads, 2);
+    ASSERT_EQ(st.queued, 2);
+  }
+  gate_open(&gate);
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  for (i = 0; i < 4; i++) ASSERT_EQ(jobs[i].done, 1);
+  test_close_all(&loop, &b);
+  gate_destroy(&gate);
+}
+
+TEST_MAIN(TEST(test_options_defaults), TEST(test_pool_errors), TEST(test_min_threads_start),
+          TEST(test_elastic), TEST(test_stats_and_names), TEST(test_shared_pool),
+          TEST(test_default_pool))
