@@ -265,7 +265,7 @@ UVT_EXTERN int uvt_yield(uvt_iter_t* it, void* item);
 /* Loop thread. Stop / restart delivery, like uv_read_stop/uv_read_start: a
  * paused iterator delivers nothing, also not the rest of a batch already
  * taken, and its generator blocks once the buffer is full. Idempotent.
- * UV_EINVAL: NULL, not open (or after the final callback), not the loop thread. */
+ * UV_EINVAL: NULL, closed, after the final callback, not the loop thread. */
 UVT_EXTERN int uvt_iter_pause(uvt_iter_t* it);
 UVT_EXTERN int uvt_iter_resume(uvt_iter_t* it);
 
@@ -312,7 +312,7 @@ UVT_EXTERN int uvt_chan_close(uvt_chan_t* ch);
 
 /* Loop thread. Stop / restart delivery; while paused the buffer fills,
  * putters block and try_put returns UV_EAGAIN. Idempotent. UV_EINVAL: NULL,
- * finished, not the loop thread. */
+ * stopped, finished, not the loop thread. */
 UVT_EXTERN int uvt_chan_pause(uvt_chan_t* ch);
 UVT_EXTERN int uvt_chan_resume(uvt_chan_t* ch);
 

@@ -45,7 +45,7 @@ static void uvt__core_schedule_locked(uvt__chan_core_t* core) {
 }
 
 static void uvt__core_deliver(uvt__chan_core_t* core, int status, void* item) {
-  if (core->flags & UVT__CORE_ITER)
+  if (core->lflags & UVT__CORE_ITER)
     uvt__iter_deliver(core, status, item);
   else
     uvt__chan_deliver(core, status, item);
@@ -55,7 +55,7 @@ static void uvt__core_deliver(uvt__chan_core_t* core, int status, void* item) {
 static int uvt__core_final_due(const uvt__chan_core_t* core, int* status) {
   if (core->lflags & UVT__CORE_FINISHED) return 0;
   if (core->waiters > 0) return 0;
-  if ((core->flags & UVT__CORE_ITER) && !(core->flags & UVT__CORE_GEN_DONE)) return 0;
+  if ((core->lflags & UVT__CORE_ITER) && !(core->flags & UVT__CORE_GEN_DONE)) return 0;
   if (core->lflags & UVT__CORE_STOPPED) {
     *status = UV_ECANCELED;
     return 1;
@@ -66,7 +66,7 @@ static int uvt__core_final_due(const uvt__chan_core_t* core, int* status) {
     return 1;
   }
   if (core->lflags & UVT__CORE_PAUSED) return 0;
-  if (core->flags & UVT__CORE_ITER) {
+  if (core->lflags & UVT__CORE_ITER) {
     *status = core->status < 0 ? core->status : UV_EOF;
     return 1;
   }
@@ -142,7 +142,7 @@ static unsigned uvt__core_deliver_msg(uvt__msg_t* msg, unsigned budget) {
 }
 
 int uvt__core_open(uvt__bridge_impl_t* impl, uvt__chan_core_t* core, size_t max_size,
-                   unsigned kind_flags) {
+                   int is_iter) {
   void** ring;
   int rc;
   if (uvt__core_is_open(core)) return UV_EBUSY;
@@ -162,8 +162,8 @@ int uvt__core_open(uvt__bridge_impl_t* impl, uvt__chan_core_t* core, size_t max_
   core->cap = max_size;
   core->head = core->count = core->taken = 0;
   core->waiters = 0;
-  core->flags = kind_flags;
-  core->lflags = 0;
+  core->flags = 0;
+  core->lflags = is_iter ? UVT__CORE_ITER : 0;
   core->status = 0;
   core->ctx = uvt_context_get();
   core->impl = impl;
@@ -239,6 +239,10 @@ int uvt__core_put(uvt__chan_core_t* core, void* item, uint64_t timeout_ms, int f
 
 int uvt__core_pause(uvt__chan_core_t* core, int pause) {
   uv_mutex_lock(&core->mutex);
+  if (core->lflags & (UVT__CORE_STOPPED | UVT__CORE_FINISHED)) {
+    uv_mutex_unlock(&core->mutex);
+    return UV_EINVAL; /* stopped or closed: not open any more */
+  }
   if (pause) {
     core->lflags |= UVT__CORE_PAUSED;
   } else if (core->lflags & UVT__CORE_PAUSED) {
@@ -291,7 +295,7 @@ void uvt__chan_bridge_closing(uvt__bridge_impl_t* impl, uvt__qnode_t* node) {
   if (core->waiters > 0) uv_cond_broadcast(&core->space);
   uvt__core_schedule_locked(core);
   uv_mutex_unlock(&core->mutex);
-  if (core->flags & UVT__CORE_ITER) uvt__iter_bridge_closing(core);
+  if (core->lflags & UVT__CORE_ITER) uvt__iter_bridge_closing(core);
 }
 
 /* ---- The public channel ------------------------------------------------- */

@@ -193,9 +193,8 @@ void uvt__await_free_all(uvt__bridge_impl_t* impl);
 enum {
   UVT__CORE_CLOSED = 1u << 0,      /* producer closed gracefully */
   UVT__CORE_SCHEDULED = 1u << 1,   /* core->msg is queued on the bridge */
-  UVT__CORE_ITER = 1u << 2,        /* an iterator: the end waits for its generator */
-  UVT__CORE_GEN_STARTED = 1u << 3, /* the generator was called */
-  UVT__CORE_GEN_DONE = 1u << 4     /* the generator returned (or never will run) */
+  UVT__CORE_GEN_STARTED = 1u << 2, /* the generator was called */
+  UVT__CORE_GEN_DONE = 1u << 3     /* the generator returned (or never will run) */
 };
 /* core->lflags: written only by the loop thread, under core->mutex, so the loop
  * may read them without the lock. */
@@ -203,14 +202,15 @@ enum {
   UVT__CORE_PAUSED = 1u << 0,   /* no delivery until resumed */
   UVT__CORE_STOPPED = 1u << 1,  /* aborted: buffer dropped, producers refused */
   UVT__CORE_DRAINING = 1u << 2, /* bridge closing: deliver the buffer, then end */
-  UVT__CORE_FINISHED = 1u << 3  /* the final callback ran or is running */
+  UVT__CORE_FINISHED = 1u << 3, /* the final callback ran or is running */
+  UVT__CORE_ITER = 1u << 4      /* an iterator: the end waits for its generator (set at open) */
 };
 
 /* Delivery of one item or of the final status, on the loop thread. */
 typedef void (*uvt__core_cb)(uvt__chan_core_t* core, int status, void* item);
 
 int uvt__core_open(uvt__bridge_impl_t* impl, uvt__chan_core_t* core, size_t max_size,
-                   unsigned kind_flags);
+                   int is_iter);
 int uvt__core_is_open(const uvt__chan_core_t* core);
 /* Undoes uvt__core_open when the producer could not be started. Loop thread. */
 void uvt__core_discard(uvt__chan_core_t* core);

@@ -76,7 +76,7 @@ static int uvt__iter_start(uvt_bridge_t* bridge, uvt_iter_t* it, size_t max_size
   it->uvt__task.done = uvt__iter_task_done;
   it->uvt__task.queued = 0;
   /* Open the buffer first: the generator may yield at once. */
-  if ((rc = uvt__core_open(impl, &it->uvt__core, max_size, UVT__CORE_ITER)) != 0) return rc;
+  if ((rc = uvt__core_open(impl, &it->uvt__core, max_size, 1)) != 0) return rc;
   if (separate)
     rc = uvt__pool_spawn(bridge->pool, uvt__iter_separate_main, it);
   else
