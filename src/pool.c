@@ -44,10 +44,10 @@ struct uvt_pool_s {
   char name[16];
 
   /* Guarded by mutex. */
-  uint64_t submitted, cancelled, started, wait_ns_total, wait_ns_max;
+  uint64_t submitted, cancelled, started;
   /* Updated by workers without the lock (relaxed atomics: statistics). */
   _Alignas(UVT__CACHE_LINE) uint64_t completed;
-  uint64_t run_ns_total, run_ns_max;
+  uint64_t run_ns_total, run_ns_max, wait_ns_total, wait_ns_max;
 };
 
 static _Thread_local uvt_pool_t* uvt__tls_pool; /* the pool owning this thread */
@@ -142,12 +142,15 @@ static int uvt__start_worker(uvt_pool_t* pool) {
 
 static void uvt__run_task(uvt_pool_t* pool, uvt__task_t* task) {
   uint64_t start = uv_hrtime();
+  uint64_t waited = start - task->submit_ns;
   uint64_t took;
-  task->work(task);
-  took = uv_hrtime() - start;
   /* Relaxed: counters only. They are written before task->done publishes the
    * completion, and the bridge's release/acquire handoff orders them before
    * the loop's read of the stats. */
+  uvt__fetch_add_relaxed(&pool->wait_ns_total, waited);
+  uvt__atomic_max_u64(&pool->wait_ns_max, waited);
+  task->work(task);
+  took = uv_hrtime() - start;
   uvt__fetch_add_relaxed(&pool->run_ns_total, took);
   uvt__atomic_max_u64(&pool->run_ns_max, took);
   uvt__fetch_add_relaxed(&pool->completed, 1);
@@ -177,6 +180,7 @@ static void uvt__worker_main(void* arg) {
   uvt__worker_t* w = arg;
   uvt_pool_t* pool = w->pool;
   int waking = 1; /* counted in pool->waking by whoever started us */
+  int spun = 0;   /* spun once since the last task: park next */
   uvt__reap_t prev;
   char name[32];
 
@@ -188,24 +192,21 @@ static void uvt__worker_main(void* arg) {
   for (;;) {
     if (!uvt__queue_empty(&pool->queue)) {
       uvt__task_t* task = uvt__container_of(pool->queue.next, uvt__task_t, node);
-      uint64_t now = uv_hrtime();
-      uint64_t waited = now - task->submit_ns;
       int spawn;
       uvt__queue_remove(&task->node);
       task->queued = 0;
       pool->nqueued--;
       uvt__store_relaxed(&pool->queued_hint, pool->nqueued != 0);
       pool->started++;
-      pool->wait_ns_total += waited;
-      if (waited > pool->wait_ns_max) pool->wait_ns_max = waited;
       if (waking) {
         pool->waking--;
         waking = 0;
       }
+      spun = 0;
       spawn = uvt__ensure_taker_locked(pool);
       uv_mutex_unlock(&pool->mutex);
       if (spawn) uvt__start_worker(pool);
-      uvt__run_task(pool, task);
+      uvt__run_task(pool, task); /* times it outside the lock */
       uv_mutex_lock(&pool->mutex);
       continue;
     }
@@ -214,8 +215,9 @@ static void uvt__worker_main(void* arg) {
       pool->waking--;
       waking = 0;
     }
-    if (pool->spinning == 0) {
+    if (!spun && pool->spinning == 0) {
       uvt__spin_locked(pool);
+      spun = 1;
       waking = 1;
       continue;
     }
@@ -369,8 +371,8 @@ int uvt_pool_stats(uvt_pool_t* pool, uvt_pool_stats_t* out) {
   /* started only grows and is counted before a task runs, completed after:
    * read in this order, started >= completed. */
   out->running = pool->started - completed;
-  out->wait_ns_total = pool->wait_ns_total;
-  out->wait_ns_max = pool->wait_ns_max;
+  out->wait_ns_total = uvt__load_relaxed(&pool->wait_ns_total);
+  out->wait_ns_max = uvt__load_relaxed(&pool->wait_ns_max);
   out->run_ns_total = uvt__load_relaxed(&pool->run_ns_total);
   out->run_ns_max = uvt__load_relaxed(&pool->run_ns_max);
   uv_mutex_unlock(&pool->mutex);

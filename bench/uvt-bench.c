@@ -1,0 +1,845 @@
+/* uvt-bench: every scenario side by side with its baseline, in one run.
+ *
+ *   uvt-bench [--smoke] [--runs N] [--json FILE] [scenario...]
+ *
+ * Each scenario runs ours and the baseline alternately, --runs times, and
+ * prints the medians and their ratio (higher is better for rates, lower for
+ * times). libuv's uv_queue_work pool size is fixed per process at first use,
+ * so every uv_queue_work measurement runs in a child process started with
+ * UV_THREADPOOL_SIZE set (this binary, with --child). */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <uvthreads.h>
+
+static int smoke;
+static int runs = 5;
+static FILE* json;
+static int json_first = 1;
+
+#define CHECK(x)                                                              \
+  do {                                                                        \
+    int check_rc_ = (x);                                                      \
+    if (check_rc_ != 0) {                                                     \
+      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x,              \
+              uv_strerror(check_rc_));                                        \
+      exit(1);                                                                \
+    }                                                                         \
+  } while (0)
+
+static double now_s(void) { return (double)uv_hrtime() / 1e9; }
+
+static int cmp_double(const void* a, const void* b) {
+  double x = *(const double*)a, y = *(const double*)b;
+  return x < y ? -1 : x > y;
+}
+static double median(double* v, int n) {
+  qsort(v, (size_t)n, sizeof(double), cmp_double);
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static uvt_pool_t* make_pool(unsigned min_threads, unsigned max_threads) {
+  uvt_pool_options_t o;
+  uvt_pool_t* pool;
+  uvt_pool_options_init(&o);
+  o.min_threads = min_threads;
+  o.max_threads = max_threads;
+  CHECK(uvt_pool_new(&pool, &o));
+  return pool;
+}
+
+static void close_bridge(uv_loop_t* loop, uvt_bridge_t* b) {
+  CHECK(uvt_bridge_close(b, NULL));
+  CHECK(uv_run(loop, UV_RUN_DEFAULT));
+  CHECK(uv_loop_close(loop));
+}
+
+/* ---- Reporting ----------------------------------------------------------- */
+
+static void report(const char* scenario, const char* unit, double ours, double base,
+                   const char* base_name, int higher_is_better) {
+  double ratio = higher_is_better ? ours / base : base / ours;
+  printf("%-26s %14.4g %14.4g  %-8s %6.2fx  (baseline: %s)\n", scenario, ours, base, unit, ratio,
+         base_name);
+  if (json != NULL) {
+    fprintf(json,
+            "%s\n  {\"scenario\": \"%s\", \"unit\": \"%s\", \"ours\": %.6g, \"baseline\": %.6g, "
+            "\"baseline_name\": \"%s\", \"speedup\": %.4f, \"higher_is_better\": %s}",
+            json_first ? "" : ",", scenario, unit, ours, base, base_name, ratio,
+            higher_is_better ? "true" : "false");
+    json_first = 0;
+  }
+}
+
+/* Runs a child measurement: this binary with --child, UV_THREADPOOL_SIZE set. */
+static char self_path[4096];
+static void child(const char* what, unsigned threads, double arg, double* out, int nout) {
+  char cmd[8192];
+  FILE* p;
+  int i;
+  snprintf(cmd, sizeof(cmd), "UV_THREADPOOL_SIZE=%u '%s' --child %s %.0f", threads, self_path,
+           what, arg);
+  p = popen(cmd, "r");
+  if (p == NULL) exit(1);
+  for (i = 0; i < nout; i++)
+    if (fscanf(p, "%lf", &out[i]) != 1) {
+      fprintf(stderr, "child %s failed\n", what);
+      exit(1);
+    }
+  if (pclose(p) != 0) exit(1);
+}
+
+/* ---- tput: no-op tasks, 1024 in flight ---------------------------------- */
+
+#define IN_FLIGHT 1024
+static struct {
+  long left, done;
+  uvt_bridge_t* b;
+  uv_loop_t* loop;
+  uint64_t t0;
+  double* lat;
+  long nlat;
+} tp;
+
+static void noop_work(uvt_work_t* req) { (void)req; }
+static void tput_after(uvt_work_t* req, int status) {
+  (void)status;
+  tp.done++;
+  if (tp.left > 0) {
+    tp.left--;
+    CHECK(uvt_threaded(tp.b, req, noop_work, tput_after));
+  }
+}
+
+static double ours_tput_pool(uvt_pool_t* pool, long n) {
+  static uvt_work_t reqs[IN_FLIGHT];
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  double t;
+  int i;
+  CHECK(uv_loop_init(&loop));
+  CHECK(uvt_bridge_init(&loop, &b, pool));
+  tp.b = &b;
+  tp.done = 0;
+  tp.left = n - IN_FLIGHT;
+  t = now_s();
+  for (i = 0; i < IN_FLIGHT; i++) CHECK(uvt_threaded(&b, &reqs[i], noop_work, tput_after));
+  CHECK(uv_run(&loop, UV_RUN_DEFAULT));
+  t = now_s() - t;
+  close_bridge(&loop, &b);
+  return (double)tp.done / t;
+}
+
+static double ours_tput(unsigned threads, long n) {
+  uvt_pool_t* pool = make_pool(threads, threads);
+  double r;
+  ours_tput_pool(pool, IN_FLIGHT * 4); /* warm up */
+  r = ours_tput_pool(pool, n);
+  CHECK(uvt_pool_free(pool));
+  return r;
+}
+
+static void uvnoop_work(uv_work_t* req) { (void)req; }
+static void uv_tput_after(uv_work_t* req, int status) {
+  (void)status;
+  tp.done++;
+  if (tp.left > 0) {
+    tp.left--;
+    CHECK(uv_queue_work(tp.loop, req, uvnoop_work, uv_tput_after));
+  }
+}
+static double libuv_tput_once(long n) {
+  static uv_work_t reqs[IN_FLIGHT];
+  uv_loop_t loop;
+  double t;
+  int i;
+  CHECK(uv_loop_init(&loop));
+  tp.loop = &loop;
+  tp.done = 0;
+  tp.left = n - IN_FLIGHT;
+  t = now_s();
+  for (i = 0; i < IN_FLIGHT; i++) CHECK(uv_queue_work(&loop, &reqs[i], uvnoop_work, uv_tput_after));
+  CHECK(uv_run(&loop, UV_RUN_DEFAULT));
+  t = now_s() - t;
+  CHECK(uv_loop_close(&loop));
+  return (double)tp.done / t;
+}
+static double libuv_tput(long n) {
+  libuv_tput_once(IN_FLIGHT * 4);
+  return libuv_tput_once(n);
+}
+
+static void scenario_tput(const unsigned* threads, int nthreads, const char* prefix) {
+  long n = smoke ? 20000 : 400000;
+  int k, r;
+  for (k = 0; k < nthreads; k++) {
+    double o[32], u[32];
+    char name[64];
+    for (r = 0; r < runs; r++) {
+      o[r] = ours_tput(threads[k], n);
+      child("tput", threads[k], (double)n, &u[r], 1);
+    }
+    snprintf(name, sizeof(name), "%s/%u-threads", prefix, threads[k]);
+    report(name, "tasks/s", median(o, runs), median(u, runs), "uv_queue_work", 1);
+  }
+}
+
+/* ---- latency: one task at a time --------------------------------------- */
+
+static void lat_after(uvt_work_t* req, int status) {
+  (void)status;
+  tp.lat[tp.nlat++] = (double)(uv_hrtime() - tp.t0) / 1e3;
+  if (tp.left-- > 0) {
+    tp.t0 = uv_hrtime();
+    CHECK(uvt_threaded(tp.b, req, noop_work, lat_after));
+  }
+}
+static void percentiles(double* v, long n, double out[3]) {
+  qsort(v, (size_t)n, sizeof(double), cmp_double);
+  out[0] = v[n / 2];
+  out[1] = v[n * 99 / 100];
+  out[2] = v[n * 999 / 1000];
+}
+static void ours_latency(unsigned threads, long n, double out[3]) {
+  uvt_pool_t* pool = make_pool(threads, threads);
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uvt_work_t req;
+  tp.lat = malloc(sizeof(double) * (size_t)n);
+  CHECK(uv_loop_init(&loop));
+  CHECK(uvt_bridge_init(&loop, &b, pool));
+  tp.b = &b;
+  tp.nlat = 0;
+  tp.left = n - 1;
+  tp.t0 = uv_hrtime();
+  CHECK(uvt_threaded(&b, &req, noop_work, lat_after));
+  CHECK(uv_run(&loop, UV_RUN_DEFAULT));
+  close_bridge(&loop, &b);
+  percentiles(tp.lat, tp.nlat, out);
+  free(tp.lat);
+  CHECK(uvt_pool_free(pool));
+}
+static void uv_lat_after(uv_work_t* req, int status) {
+  (void)status;
+  tp.lat[tp.nlat++] = (double)(uv_hrtime() - tp.t0) / 1e3;
+  if (tp.left-- > 0) {
+    tp.t0 = uv_hrtime();
+    CHECK(uv_queue_work(tp.loop, req, uvnoop_work, uv_lat_after));
+  }
+}
+static void libuv_latency(long n, double out[3]) {
+  uv_loop_t loop;
+  uv_work_t req;
+  tp.lat = malloc(sizeof(double) * (size_t)n);
+  CHECK(uv_loop_init(&loop));
+  tp.loop = &loop;
+  tp.nlat = 0;
+  tp.left = n - 1;
+  tp.t0 = uv_hrtime();
+  CHECK(uv_queue_work(&loop, &req, uvnoop_work, uv_lat_after));
+  CHECK(uv_run(&loop, UV_RUN_DEFAULT));
+  CHECK(uv_loop_close(&loop));
+  percentiles(tp.lat, tp.nlat, out);
+  free(tp.lat);
+}
+static void scenario_latency(void) {
+  long n = smoke ? 2000 : 30000;
+  double o[3][32], u[3][32];
+  const char* names[3] = {"latency/p50", "latency/p99", "latency/p999"};
+  int r, k;
+  for (r = 0; r < runs; r++) {
+    double a[3], c[3];
+    ours_latency(4, n, a);
+    child("latency", 4, (double)n, c, 3);
+    for (k = 0; k < 3; k++) {
+      o[k][r] = a[k];
+      u[k][r] = c[k];
+    }
+  }
+  for (k = 0; k < 3; k++) report(names[k], "us", median(o[k], runs), median(u[k], runs), "uv_queue_work", 0);
+}
+
+/* ---- blocking: tasks that sleep 1 ms ------------------------------------ */
+
+static void sleep_work(uvt_work_t* req) {
+  (void)req;
+  uv_sleep(1);
+}
+static void count_after(uvt_work_t* req, int status) {
+  (void)req;
+  (void)status;
+  tp.done++;
+}
+static double ours_blocking(uvt_pool_t* pool, int n) {
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uvt_work_t* reqs = calloc((size_t)n, sizeof(*reqs));
+  double t;
+  int i;
+  CHECK(uv_loop_init(&loop));
+  CHECK(uvt_bridge_init(&loop, &b, pool));
+  t = now_s();
+  for (i = 0; i < n; i++) CHECK(uvt_threaded(&b, &reqs[i], sleep_work, count_after));
+  CHECK(uv_run(&loop, UV_RUN_DEFAULT));
+  t = now_s() - t;
+  close_bridge(&loop, &b);
+  free(reqs);
+  return t * 1e3;
+}
+static void uvsleep_work(uv_work_t* req) {
+  (void)req;
+  uv_sleep(1);
+}
+static void uv_count_after(uv_work_t* req, int status) {
+  (void)req;
+  (void)status;
+}
+static double libuv_blocking(int n) {
+  uv_loop_t loop;
+  uv_work_t* reqs = calloc((size_t)n, sizeof(*reqs));
+  double t;
+  int i;
+  CHECK(uv_loop_init(&loop));
+  t = now_s();
+  for (i = 0; i < n; i++) CHECK(uv_queue_work(&loop, &reqs[i], uvsleep_work, uv_count_after));
+  CHECK(uv_run(&loop, UV_RUN_DEFAULT));
+  t = now_s() - t;
+  CHECK(uv_loop_close(&loop));
+  free(reqs);
+  return t * 1e3;
+}
+static void scenario_blocking(void) {
+  int n = smoke ? 100 : 2000;
+  double o[32], u[32], d[32];
+  int r;
+  for (r = 0; r < runs; r++) {
+    uvt_pool_t* pool = make_pool(4, 4);
+    uvt_pool_t* defaults = make_pool(0, 16); /* the default pool's settings */
+    o[r] = ours_blocking(pool, n);
+    d[r] = ours_blocking(defaults, n);
+    child("blocking", 4, n, &u[r], 1);
+    CHECK(uvt_pool_free(pool));
+    CHECK(uvt_pool_free(defaults));
+  }
+  report("blocking/4-threads", "ms", median(o, runs), median(u, runs), "uv_queue_work", 0);
+  report("blocking/default-pool", "ms", median(d, runs), median(u, runs), "uv_queue_work(4)", 0);
+}
+
+/* ---- lag: a 1 ms timer while CPU-heavy jobs run ----------------------- */
+
+static volatile uint64_t sink_value;
+static void cpu_job(void) {
+  uint64_t x = 1;
+  int i;
+  for (i = 0; i < 200000; i++) x = x * 6364136223846793005u + 1442695040888963407u;
+  sink_value = x;
+}
+static struct {
+  uint64_t last, worst;
+  int jobs_left;
+  int done; /* the next tick measures the last gap and stops */
+  uv_timer_t timer;
+} lag;
+static void lag_tick(uv_timer_t* t) {
+  uint64_t now = uv_hrtime();
+  if (lag.last != 0 && now - lag.last > lag.worst) lag.worst = now - lag.last;
+  lag.last = now;
+  if (lag.done) uv_timer_stop(t);
+}
+static void cpu_work(uvt_work_t* req) {
+  (void)req;
+  cpu_job();
+}
+static void lag_after(uvt_work_t* req, int status) {
+  (void)req;
+  (void)status;
+  if (--lag.jobs_left == 0) lag.done = 1;
+}
+/* The jobs go to a CPU pool one thread short of the cores, so that the loop
+ * thread keeps a core. */
+static double lag_ours(int jobs) {
+  unsigned cores = uv_available_parallelism();
+  uvt_pool_t* pool = make_pool(0, cores > 1 ? cores - 1 : 1);
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uvt_work_t* reqs = calloc((size_t)jobs, sizeof(*reqs));
+  int i;
+  CHECK(uv_loop_init(&loop));
+  CHECK(uvt_bridge_init(&loop, &b, pool));
+  memset(&lag, 0, sizeof(lag));
+  lag.jobs_left = jobs;
+  CHECK(uv_timer_init(&loop, &lag.timer));
+  CHECK(uv_timer_start(&lag.timer, lag_tick, 1, 1));
+  for (i = 0; i < jobs; i++) CHECK(uvt_threaded(&b, &reqs[i], cpu_work, lag_after));
+  CHECK(uv_run(&loop, UV_RUN_DEFAULT));
+  uv_close((uv_handle_t*)&lag.timer, NULL);
+  close_bridge(&loop, &b);
+  free(reqs);
+  CHECK(uvt_pool_free(pool));
+  return (double)lag.worst / 1e6 - 1.0; /* delay beyond the 1 ms period */
+}
+/* The same burst run where it arrives: the callback calls the blocking
+ * function itself, as a program without a thread pool does. */
+static void inline_burst(uv_timer_t* t) {
+  uv_close((uv_handle_t*)t, NULL);
+  while (lag.jobs_left-- > 0) cpu_job();
+  lag.done = 1;
+}
+static double lag_inline(int jobs) {
+  uv_loop_t loop;
+  uv_timer_t burst;
+  CHECK(uv_loop_init(&loop));
+  memset(&lag, 0, sizeof(lag));
+  lag.jobs_left = jobs;
+  CHECK(uv_timer_init(&loop, &lag.timer));
+  CHECK(uv_timer_start(&lag.timer, lag_tick, 1, 1));
+  CHECK(uv_timer_init(&loop, &burst));
+  CHECK(uv_timer_start(&burst, inline_burst, 5, 0));
+  CHECK(uv_run(&loop, UV_RUN_DEFAULT));
+  uv_close((uv_handle_t*)&lag.timer, NULL);
+  CHECK(uv_run(&loop, UV_RUN_DEFAULT));
+  CHECK(uv_loop_close(&loop));
+  return (double)lag.worst / 1e6 - 1.0;
+}
+static void scenario_lag(void) {
+  int jobs = smoke ? 50 : 1000;
+  double o[32], u[32];
+  int r;
+  for (r = 0; r < runs; r++) {
+    o[r] = lag_ours(jobs);
+    u[r] = lag_inline(jobs);
+  }
+  report("lag/worst-timer-delay", "ms", median(o, runs), median(u, runs), "inline in callback", 0);
+}
+
+/* ---- idle: CPU burned per second by an idle 8-thread pool ---------------- */
+
+static double cpu_seconds(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+         ru.ru_stime.tv_usec / 1e6;
+}
+static double ours_idle(double seconds) {
+  uvt_pool_t* pool = make_pool(8, 8);
+  double c;
+  ours_tput_pool(pool, 20000); /* a burst, then silence */
+  uv_sleep(50);
+  c = cpu_seconds();
+  uv_sleep((unsigned)(seconds * 1000));
+  c = cpu_seconds() - c;
+  CHECK(uvt_pool_free(pool));
+  return c * 1e3 / seconds;
+}
+static double libuv_idle(double seconds) {
+  double c;
+  libuv_tput_once(20000);
+  uv_sleep(50);
+  c = cpu_seconds();
+  uv_sleep((unsigned)(seconds * 1000));
+  c = cpu_seconds() - c;
+  return c * 1e3 / seconds;
+}
+static void scenario_idle(void) {
+  double seconds = smoke ? 0.1 : 1.0;
+  double o[32], u[32];
+  int r, n = runs < 3 ? runs : 3;
+  for (r = 0; r < n; r++) {
+    o[r] = ours_idle(seconds);
+    child("idle", 8, seconds * 1000, &u[r], 1);
+  }
+  /* Both are near zero; the ratio is not meaningful, the absolute is. */
+  printf("%-26s %14.4g %14.4g  %-8s          (baseline: uv_queue_work, 8 threads)\n",
+         "idle/cpu-per-second", median(o, n), median(u, n), "ms/s");
+  if (json != NULL) {
+    fprintf(json,
+            "%s\n  {\"scenario\": \"idle/cpu-per-second\", \"unit\": \"ms/s\", \"ours\": %.6g, "
+            "\"baseline\": %.6g, \"baseline_name\": \"uv_queue_work\", \"higher_is_better\": false}",
+            json_first ? "" : ",", median(o, n), median(u, n));
+    json_first = 0;
+  }
+}
+
+/* ---- Hand-written baseline: mutex+condvar ring + uv_async_send ----------- */
+
+typedef struct {
+  uv_mutex_t mutex;
+  uv_cond_t space;
+  void** ring;
+  size_t cap, head, count;
+  int producers_left;
+  uv_async_t async;
+  long received;
+} ring_t;
+
+static void ring_init(ring_t* r, uv_loop_t* loop, size_t cap, uv_async_cb cb) {
+  memset(r, 0, sizeof(*r));
+  CHECK(uv_mutex_init(&r->mutex));
+  CHECK(uv_cond_init(&r->space));
+  r->ring = calloc(cap, sizeof(void*));
+  r->cap = cap;
+  CHECK(uv_async_init(loop, &r->async, cb));
+}
+static void ring_put(ring_t* r, void* item) {
+  uv_mutex_lock(&r->mutex);
+  while (r->count == r->cap) uv_cond_wait(&r->space, &r->mutex);
+  r->ring[(r->head + r->count) % r->cap] = item;
+  r->count++;
+  uv_mutex_unlock(&r->mutex);
+  uv_async_send(&r->async);
+}
+static void ring_finish(ring_t* r) {
+  uv_mutex_lock(&r->mutex);
+  r->producers_left--;
+  uv_mutex_unlock(&r->mutex);
+  uv_async_send(&r->async);
+}
+/* The loop takes everything buffered in one go (as a careful user would). */
+static void ring_drain(uv_async_t* a) {
+  ring_t* r = a->data;
+  int done;
+  uv_mutex_lock(&r->mutex);
+  while (r->count > 0) {
+    void* item = r->ring[r->head];
+    r->head = (r->head + 1) % r->cap;
+    r->count--;
+    r->received++;
+    sink_value += (uintptr_t)item;
+  }
+  uv_cond_broadcast(&r->space);
+  done = r->producers_left == 0;
+  uv_mutex_unlock(&r->mutex);
+  if (done) uv_close((uv_handle_t*)a, NULL);
+}
+
+typedef struct {
+  ring_t* r;
+  long n;
+} ring_producer_t;
+static void ring_producer(void* arg) {
+  ring_producer_t* p = arg;
+  long i;
+  for (i = 1; i <= p->n; i++) ring_put(p->r, (void*)(intptr_t)i);
+  ring_finish(p->r);
+}
+static double base_stream(long per_producer, int producers, size_t cap) {
+  uv_loop_t loop;
+  ring_t r;
+  ring_producer_t p = {&r, per_producer};
+  uv_thread_t t[8];
+  double s;
+  int i;
+  CHECK(uv_loop_init(&loop));
+  ring_init(&r, &loop, cap, ring_drain);
+  r.async.data = &r;
+  r.producers_left = producers;
+  s = now_s();
+  for (i = 0; i < producers; i++) CHECK(uv_thread_create(&t[i], ring_producer, &p));
+  CHECK(uv_run(&loop, UV_RUN_DEFAULT));
+  s = now_s() - s;
+  for (i = 0; i < producers; i++) CHECK(uv_thread_join(&t[i]));
+  CHECK(uv_loop_close(&loop));
+  free(r.ring);
+  uv_cond_destroy(&r.space);
+  uv_mutex_destroy(&r.mutex);
+  return (double)r.received / s;
+}
+
+/* ---- iter: a generator thread streaming items --------------------------- */
+
+static long gen_n;
+static long iter_received;
+static int bench_gen(uvt_iter_t* it) {
+  long i;
+  for (i = 1; i <= gen_n; i++)
+    if (uvt_yield(it, (void*)(intptr_t)i) != 0) return UV_ECANCELED;
+  return 0;
+}
+static void bench_iter_cb(uvt_iter_t* it, int status, void* item) {
+  (void)it;
+  (void)status;
+  if (item != NULL) {
+    iter_received++;
+    sink_value += (uintptr_t)item;
+  }
+}
+static double ours_iter(long n, size_t cap) {
+  uvt_pool_t* pool = make_pool(0, 2);
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uvt_iter_t it;
+  double s;
+  CHECK(uv_loop_init(&loop));
+  CHECK(uvt_bridge_init(&loop, &b, pool));
+  gen_n = n;
+  iter_received = 0;
+  s = now_s();
+  CHECK(uvt_threaded_iterable_separate(&b, &it, cap, bench_gen, bench_iter_cb));
+  CHECK(uv_run(&loop, UV_RUN_DEFAULT));
+  s = now_s() - s;
+  close_bridge(&loop, &b);
+  CHECK(uvt_pool_free(pool));
+  return (double)iter_received / s;
+}
+
+/* ---- chan: producer threads into a channel ------------------------------ */
+
+static long chan_received;
+static void bench_chan_cb(uvt_chan_t* ch, int status, void* item) {
+  (void)ch;
+  (void)status;
+  if (item != NULL) {
+    chan_received++;
+    sink_value += (uintptr_t)item;
+  }
+}
+typedef struct {
+  uvt_chan_t* ch;
+  long n;
+  int* left;
+} chan_producer_t;
+static void chan_producer(void* arg) {
+  chan_producer_t* p = arg;
+  long i;
+  for (i = 1; i <= p->n; i++) CHECK(uvt_chan_put(p->ch, (void*)(intptr_t)i));
+  if (__atomic_sub_fetch(p->left, 1, __ATOMIC_ACQ_REL) == 0) CHECK(uvt_chan_close(p->ch));
+}
+static double ours_chan(long per_producer, int producers, size_t cap) {
+  uvt_pool_t* pool = make_pool(0, 1);
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uvt_chan_t ch;
+  uv_thread_t t[8];
+  int left = producers;
+  chan_producer_t p = {&ch, per_producer, &left};
+  double s;
+  int i;
+  CHECK(uv_loop_init(&loop));
+  CHECK(uvt_bridge_init(&loop, &b, pool));
+  chan_received = 0;
+  CHECK(uvt_chan_init(&b, &ch, cap, bench_chan_cb));
+  s = now_s();
+  for (i = 0; i < producers; i++) CHECK(uv_thread_create(&t[i], chan_producer, &p));
+  CHECK(uv_run(&loop, UV_RUN_DEFAULT));
+  s = now_s() - s;
+  for (i = 0; i < producers; i++) CHECK(uv_thread_join(&t[i]));
+  close_bridge(&loop, &b);
+  CHECK(uvt_pool_free(pool));
+  return (double)chan_received / s;
+}
+
+static void scenario_streams(void) {
+  long n = smoke ? 20000 : 1000000;
+  double o[32], u[32];
+  int r;
+  for (r = 0; r < runs; r++) {
+    o[r] = ours_iter(n, 64);
+    u[r] = base_stream(n, 1, 64);
+  }
+  report("iter/max_size-64", "items/s", median(o, runs), median(u, runs), "mutex ring+async", 1);
+  for (r = 0; r < runs; r++) {
+    o[r] = ours_iter(n / 4, 1);
+    u[r] = base_stream(n / 4, 1, 1);
+  }
+  report("iter/max_size-1", "items/s", median(o, runs), median(u, runs), "mutex ring+async", 1);
+  for (r = 0; r < runs; r++) {
+    o[r] = ours_chan(n / 2, 2, 64);
+    u[r] = base_stream(n / 2, 2, 64);
+  }
+  report("chan/2-producers", "items/s", median(o, runs), median(u, runs), "mutex ring+async", 1);
+}
+
+/* ---- sync_await round trip ---------------------------------------------- */
+
+static void await_fn(uvt_await_t* aw, void* arg) { uvt_await_resolve(aw, (int)(intptr_t)arg); }
+typedef struct {
+  uvt_bridge_t* b;
+  long n;
+  double seconds;
+} awaiter_t;
+static void awaiter(void* arg) {
+  awaiter_t* a = arg;
+  double s = now_s();
+  long i;
+  for (i = 0; i < a->n; i++)
+    if (uvt_sync_await(a->b, await_fn, (void*)(intptr_t)1) != 1) exit(1);
+  a->seconds = now_s() - s;
+}
+static void unref_when_done(void* arg) { uvt_bridge_unref(arg); }
+static void awaiter_then_unref(void* arg) {
+  awaiter_t* a = arg;
+  awaiter(a);
+  CHECK(uvt_call(a->b, unref_when_done, a->b));
+}
+static double ours_await(long n) {
+  uvt_pool_t* pool = make_pool(0, 1);
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  awaiter_t a = {&b, n, 0};
+  uv_thread_t t;
+  CHECK(uv_loop_init(&loop));
+  CHECK(uvt_bridge_init(&loop, &b, pool));
+  uvt_bridge_ref(&b);
+  CHECK(uv_thread_create(&t, awaiter_then_unref, &a));
+  CHECK(uv_run(&loop, UV_RUN_DEFAULT));
+  CHECK(uv_thread_join(&t));
+  close_bridge(&loop, &b);
+  CHECK(uvt_pool_free(pool));
+  return (double)n / a.seconds;
+}
+
+/* The hand-written version: a request slot, uv_async_send, a condvar. */
+typedef struct {
+  uv_mutex_t mutex;
+  uv_cond_t cond;
+  uv_async_t async;
+  int pending, done, result, stop;
+  long n;
+  double seconds;
+} handoff_t;
+static void handoff_async(uv_async_t* a) {
+  handoff_t* h = a->data;
+  uv_mutex_lock(&h->mutex);
+  if (h->pending) {
+    h->pending = 0;
+    h->result = 1;
+    h->done = 1;
+    uv_cond_signal(&h->cond);
+  }
+  if (h->stop) uv_close((uv_handle_t*)a, NULL);
+  uv_mutex_unlock(&h->mutex);
+}
+static void handoff_thread(void* arg) {
+  handoff_t* h = arg;
+  double s = now_s();
+  long i;
+  for (i = 0; i < h->n; i++) {
+    uv_mutex_lock(&h->mutex);
+    h->pending = 1;
+    h->done = 0;
+    uv_mutex_unlock(&h->mutex);
+    uv_async_send(&h->async);
+    uv_mutex_lock(&h->mutex);
+    while (!h->done) uv_cond_wait(&h->cond, &h->mutex);
+    uv_mutex_unlock(&h->mutex);
+  }
+  h->seconds = now_s() - s;
+  uv_mutex_lock(&h->mutex);
+  h->stop = 1;
+  uv_mutex_unlock(&h->mutex);
+  uv_async_send(&h->async);
+}
+static double base_await(long n) {
+  uv_loop_t loop;
+  handoff_t h;
+  uv_thread_t t;
+  memset(&h, 0, sizeof(h));
+  h.n = n;
+  CHECK(uv_loop_init(&loop));
+  CHECK(uv_mutex_init(&h.mutex));
+  CHECK(uv_cond_init(&h.cond));
+  CHECK(uv_async_init(&loop, &h.async, handoff_async));
+  h.async.data = &h;
+  CHECK(uv_thread_create(&t, handoff_thread, &h));
+  CHECK(uv_run(&loop, UV_RUN_DEFAULT));
+  CHECK(uv_thread_join(&t));
+  CHECK(uv_loop_close(&loop));
+  uv_cond_destroy(&h.cond);
+  uv_mutex_destroy(&h.mutex);
+  return (double)n / h.seconds;
+}
+static void scenario_await(void) {
+  long n = smoke ? 2000 : 50000;
+  double o[32], u[32];
+  int r;
+  for (r = 0; r < runs; r++) {
+    o[r] = ours_await(n);
+    u[r] = base_await(n);
+  }
+  report("sync_await/round-trip", "ops/s", median(o, runs), median(u, runs), "async+condvar", 1);
+}
+
+/* ---- Child side --------------------------------------------------------- */
+
+static int run_child(const char* what, double arg) {
+  if (strcmp(what, "tput") == 0) {
+    printf("%f\n", libuv_tput((long)arg));
+  } else if (strcmp(what, "latency") == 0) {
+    double out[3];
+    libuv_latency((long)arg, out);
+    printf("%f %f %f\n", out[0], out[1], out[2]);
+  } else if (strcmp(what, "blocking") == 0) {
+    printf("%f\n", libuv_blocking((int)arg));
+  } else if (strcmp(what, "idle") == 0) {
+    printf("%f\n", libuv_idle(arg / 1000));
+  } else {
+    return 1;
+  }
+  return 0;
+}
+
+static int wanted(int argc, char** argv, int first, const char* name) {
+  int i, any = 0;
+  for (i = first; i < argc; i++) {
+    if (argv[i][0] == '-') continue;
+    any = 1;
+    if (strcmp(argv[i], name) == 0) return 1;
+  }
+  return !any;
+}
+
+int main(int argc, char** argv) {
+  static const unsigned tput_threads[] = {1, 2, 4};
+  static const unsigned scaling_threads[] = {1, 2, 4, 16, 64};
+  const char* json_path = NULL;
+  ssize_t len;
+  int i;
+
+  if (argc >= 4 && strcmp(argv[1], "--child") == 0) return run_child(argv[2], atof(argv[3]));
+  for (i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--smoke") == 0) {
+      smoke = 1;
+      runs = 1;
+    } else if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc) {
+      runs = atoi(argv[++i]);
+      if (runs < 1 || runs > 31) runs = 5;
+    } else if (strcmp(argv[i], "--json") == 0 && i + 1 < argc) {
+      json_path = argv[++i];
+    } else if (strcmp(argv[i], "--help") == 0) {
+      printf("usage: uvt-bench [--smoke] [--runs N] [--json FILE] [scenario...]\n"
+             "scenarios: tput latency blocking scaling lag idle streams await\n");
+      return 0;
+    }
+  }
+  len = readlink("/proc/self/exe", self_path, sizeof(self_path) - 1);
+  if (len <= 0) return 1;
+  self_path[len] = '\0';
+  if (json_path != NULL && (json = fopen(json_path, "w")) == NULL) return 1;
+  if (json != NULL) fprintf(json, "{\"version\": \"%s\", \"runs\": %d, \"results\": [", uvt_version_string(), runs);
+
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  printf("uvt-bench %s: medians of %d run(s), ratio >1 means uvthreads is better\n",
+         uvt_version_string(), runs);
+  printf("%-26s %14s %14s  %-8s %7s\n", "scenario", "uvthreads", "baseline", "unit", "ratio");
+  /* Positional arguments pick scenarios; the values after options are skipped. */
+  for (i = 1; i < argc; i++)
+    if ((strcmp(argv[i], "--runs") == 0 || strcmp(argv[i], "--json") == 0) && i + 1 < argc)
+      argv[++i] = (char*)"-";
+  if (wanted(argc, argv, 1, "tput")) scenario_tput(tput_threads, 3, "tput");
+  if (wanted(argc, argv, 1, "latency")) scenario_latency();
+  if (wanted(argc, argv, 1, "blocking")) scenario_blocking();
+  if (wanted(argc, argv, 1, "scaling")) scenario_tput(scaling_threads, 5, "scaling");
+  if (wanted(argc, argv, 1, "lag")) scenario_lag();
+  if (wanted(argc, argv, 1, "idle")) scenario_idle();
+  if (wanted(argc, argv, 1, "streams")) scenario_streams();
+  if (wanted(argc, argv, 1, "await")) scenario_await();
+  if (json != NULL) {
+    fprintf(json, "\n]}\n");
+    fclose(json);
+  }
+  return 0;
+}
