@@ -149,14 +149,15 @@ int uvt__core_open(uvt__bridge_impl_t* impl, uvt__chan_core_t* core, size_t max_
   if (max_size > SIZE_MAX / sizeof(void*)) return UV_ENOMEM;
   ring = uvt__malloc(max_size * sizeof(void*));
   if (ring == NULL) return UV_ENOMEM;
-  /* A finished core keeps its mutex and condvar: late producers may still
-   * lock them to learn that it is finished. */
-  if (uvt__load_relaxed(&core->tag) != UVT__TAG(core, UVT__KIND_CHAN_DONE)) {
-    if ((rc = uv_mutex_init(&core->mutex)) != 0) goto fail;
-    if ((rc = uv_cond_init(&core->space)) != 0) {
-      uv_mutex_destroy(&core->mutex);
-      goto fail;
-    }
+  /* Always initialised afresh: memory reused since a finish may still carry
+   * the finished tag while its mutex bytes were overwritten. (A finished core
+   * never destroys them, since late producers may still lock them to learn
+   * that it is finished; on the platforms libuv supports, pthread mutexes and
+   * condvars hold no resources until used.) */
+  if ((rc = uv_mutex_init(&core->mutex)) != 0) goto fail;
+  if ((rc = uv_cond_init(&core->space)) != 0) {
+    uv_mutex_destroy(&core->mutex);
+    goto fail;
   }
   core->ring = ring;
   core->cap = max_size;

@@ -120,8 +120,14 @@ static void test_maxsize2_ten_then_close(void) {
   ASSERT_ERR(uvt_chan_close(&s.ch), UV_EPIPE);
   ASSERT_ERR(uvt_chan_stop(&s.ch, NULL), UV_EINVAL);
   ASSERT_ERR(uvt_chan_pause(&s.ch), UV_EINVAL);
-  /* Reusable after its final callback. */
-  sink_init(&s);
+  /* Reusable after its final callback, also when the memory was used for
+   * something else meanwhile that happened to keep the finished tag. */
+  {
+    uintptr_t finished_tag = s.ch.uvt__core.tag;
+    sink_init(&s);
+    memset(&s.ch.uvt__core, 0x5A, sizeof(s.ch.uvt__core));
+    s.ch.uvt__core.tag = finished_tag;
+  }
   ASSERT_OK(uvt_chan_init(&b, &s.ch, 1, sink_cb));
   ASSERT_OK(uvt_chan_try_put(&s.ch, (void*)encode(0, 1)));
   ASSERT_OK(uvt_chan_close(&s.ch));
