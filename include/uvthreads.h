@@ -81,6 +81,7 @@ typedef struct uvt__msg_s {
 /* A unit of work for the pool. */
 typedef struct uvt__task_s {
   uvt__qnode_t node;
+  struct uvt__task_s* push_next; /* link in the pool's lock-free submission stack */
   void (*work)(struct uvt__task_s* task); /* worker thread */
   void (*done)(struct uvt__task_s* task); /* worker thread, after the stats */
   uint64_t submit_ns;

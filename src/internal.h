@@ -37,7 +37,11 @@
 #define uvt__fetch_add_relaxed(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
 #define uvt__fetch_add_seq_cst(p, v) __atomic_fetch_add((p), (v), __ATOMIC_SEQ_CST)
 #define uvt__fetch_sub_release(p, v) __atomic_fetch_sub((p), (v), __ATOMIC_RELEASE)
+#define uvt__fetch_sub_seq_cst(p, v) __atomic_fetch_sub((p), (v), __ATOMIC_SEQ_CST)
 #define uvt__exchange_acquire(p, v) __atomic_exchange_n((p), (v), __ATOMIC_ACQUIRE)
+/* Weak CAS, sequentially consistent on success. */
+#define uvt__cas_weak_seq_cst(p, expected, desired) \
+  __atomic_compare_exchange_n((p), (expected), (desired), 1, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)
 /* Weak CAS that publishes on success; *expected is refreshed on failure. */
 #define uvt__cas_weak_release(p, expected, desired) \
   __atomic_compare_exchange_n((p), (expected), (desired), 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED)

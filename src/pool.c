@@ -1,13 +1,25 @@
 /* The thread pool: run queue, parking, elastic sizing, stats.
  *
- * One mutex guards the run queue and the worker bookkeeping; the queue is an
- * intrusive list, so submitting and cancelling allocate nothing and a queued
- * task can be removed in O(1). Idle workers park on their own condition
- * variable in a LIFO list, so the most recently idle (cache-warm) worker is
- * woken first. At most one worker is "waking" at a time (signalled, freshly
- * started or spinning): a submitter wakes nobody while one is on its way, and
- * a worker that takes a task wakes the next one only if work is still
- * waiting. That keeps bursts from waking every thread at once. */
+ * Submission is lock-free: a task is pushed onto the `incoming` stack, and
+ * the submitter takes the pool's mutex only when it must wake or start a
+ * worker. Workers own the mutex-guarded FIFO run queue: a worker that finds
+ * it empty takes the whole incoming stack in one exchange and appends it in
+ * submission order. Cancel and stats move the stack into the queue first, so
+ * a queued task is always found in O(1) through its intrusive node. Nothing
+ * allocates per task.
+ *
+ * Idle workers spin briefly (one at a time), then park on their own
+ * condition variable in a LIFO list, so the most recently idle (cache-warm)
+ * worker is woken first. At most one worker is "waking" at a time
+ * (signalled, freshly started or spinning): a submitter wakes nobody while
+ * one is on its way, and a worker that takes a task wakes the next one only
+ * if work is still waiting, so a burst never wakes every thread at once.
+ *
+ * The lost-wake-up race between a submitter and a parking worker is closed
+ * Dekker-style with sequentially consistent operations: the submitter pushes,
+ * then reads `waking` and `parked`; a worker gives up `waking`, publishes
+ * `parked`, then reads `incoming` again before it sleeps. In the single total
+ * order either the worker sees the task or the submitter sees the worker. */
 #include <stdio.h>
 #include <string.h>
 
@@ -24,28 +36,34 @@ typedef struct uvt__worker_s {
 } uvt__worker_t;
 
 struct uvt_pool_s {
-  uv_mutex_t mutex;
+  /* Pushed to by submitters. */
+  _Alignas(UVT__CACHE_LINE) uvt__task_t* incoming;
+
+  /* Read by submitters without the lock; written under it, atomically. */
+  _Alignas(UVT__CACHE_LINE) unsigned parked; /* workers in the idle list */
+  unsigned waking;  /* signalled, starting or spinning: will look for work */
+  unsigned threads; /* workers alive */
+  unsigned queued_hint; /* the run queue is not empty (for spinners) */
+
+  /* Guarded by mutex. */
+  _Alignas(UVT__CACHE_LINE) uv_mutex_t mutex;
   uvt__qnode_t queue;
   uint64_t nqueued;
-  unsigned queued_hint; /* atomic copy of nqueued != 0 for spinning workers */
-  uvt__qnode_t idle;    /* parked workers, most recently idle first */
-  unsigned threads;     /* workers alive */
-  unsigned parked;
+  uvt__qnode_t idle; /* parked workers, most recently idle first */
   unsigned spinning;
-  unsigned waking;      /* signalled, starting or spinning: work will be seen */
-  unsigned spawned;     /* dedicated (separate) threads not yet exiting */
+  unsigned spawned; /* dedicated (separate) threads not yet exiting */
   unsigned bridges;
   unsigned next_index;
   int shutdown;
   int is_default;
-  uv_cond_t exited;     /* uvt_pool_free waits here for the last thread */
+  uv_cond_t exited; /* uvt_pool_free waits here for the last thread */
   uvt__reap_t last_exited;
   uvt_pool_options_t opts;
   char name[16];
+  uint64_t cancelled, started;
 
-  /* Guarded by mutex. */
-  uint64_t submitted, cancelled, started;
-  /* Updated by workers without the lock (relaxed atomics: statistics). */
+  /* Statistics updated without the lock (relaxed atomics). */
+  _Alignas(UVT__CACHE_LINE) uint64_t submitted;
   _Alignas(UVT__CACHE_LINE) uint64_t completed;
   uint64_t run_ns_total, run_ns_max, wait_ns_total, wait_ns_max;
 };
@@ -70,6 +88,11 @@ static int uvt__thread_start(uvt_pool_t* pool, void (*fn)(void*), void* arg) {
   return uv_thread_create_ex(&tid, &topts, fn, arg);
 }
 
+/* Tells uvt_pool_free that the last thread is gone. Lock held. */
+static void uvt__signal_if_empty_locked(uvt_pool_t* pool) {
+  if (uvt__load_relaxed(&pool->threads) == 0 && pool->spawned == 0) uv_cond_signal(&pool->exited);
+}
+
 uvt__reap_t uvt__pool_thread_exiting(uvt_pool_t* pool) {
   uvt__reap_t prev;
   uv_mutex_lock(&pool->mutex);
@@ -77,7 +100,7 @@ uvt__reap_t uvt__pool_thread_exiting(uvt_pool_t* pool) {
   pool->last_exited.thread = uv_thread_self();
   pool->last_exited.valid = 1;
   pool->spawned--;
-  if (pool->threads == 0 && pool->spawned == 0) uv_cond_signal(&pool->exited);
+  uvt__signal_if_empty_locked(pool);
   uv_mutex_unlock(&pool->mutex);
   return prev;
 }
@@ -86,28 +109,51 @@ void uvt__reap(uvt__reap_t reap) {
   if (reap.valid) uv_thread_join(&reap.thread);
 }
 
+/* Moves the submitted tasks, oldest first, to the run queue. Lock held. */
+static void uvt__take_incoming_locked(uvt_pool_t* pool) {
+  /* Acquire: pairs with the submitters' CAS, so the tasks' fields are seen. */
+  uvt__task_t* stack = uvt__exchange_acquire(&pool->incoming, NULL);
+  uvt__task_t* fifo = NULL;
+  if (stack == NULL) return;
+  while (stack != NULL) {
+    uvt__task_t* next = stack->push_next;
+    stack->push_next = fifo;
+    fifo = stack;
+    stack = next;
+  }
+  for (; fifo != NULL; fifo = fifo->push_next) {
+    uvt__queue_insert_tail(&pool->queue, &fifo->node);
+    pool->nqueued++;
+  }
+  /* Relaxed: a hint for spinners, which then take the lock. */
+  uvt__store_relaxed(&pool->queued_hint, 1u);
+}
+
+static int uvt__work_waiting_locked(uvt_pool_t* pool) {
+  return !uvt__queue_empty(&pool->queue) || uvt__load_relaxed(&pool->incoming) != NULL;
+}
+
 /* Wakes the most recently parked worker. Lock held. */
 static void uvt__wake_one_locked(uvt_pool_t* pool) {
-  uvt__qnode_t* n = pool->idle.next;
-  uvt__worker_t* w = uvt__container_of(n, uvt__worker_t, idle_node);
-  uvt__queue_remove(n);
-  pool->parked--;
-  pool->waking++;
+  uvt__worker_t* w = uvt__container_of(pool->idle.next, uvt__worker_t, idle_node);
+  uvt__queue_remove(&w->idle_node);
+  uvt__fetch_sub_seq_cst(&pool->parked, 1u);
+  uvt__fetch_add_seq_cst(&pool->waking, 1u);
   w->signalled = 1;
   uv_cond_signal(&w->cond);
 }
 
-/* Makes sure someone will take the queued work: returns 1 when the caller
+/* Makes sure someone will take the waiting work: returns 1 when the caller
  * must start a new worker (already counted) after dropping the lock. */
 static int uvt__ensure_taker_locked(uvt_pool_t* pool) {
-  if (pool->waking > 0 || uvt__queue_empty(&pool->queue)) return 0;
+  if (uvt__load_relaxed(&pool->waking) > 0 || !uvt__work_waiting_locked(pool)) return 0;
   if (!uvt__queue_empty(&pool->idle)) {
     uvt__wake_one_locked(pool);
     return 0;
   }
-  if (pool->threads < pool->opts.max_threads && !pool->shutdown) {
-    pool->threads++;
-    pool->waking++;
+  if (uvt__load_relaxed(&pool->threads) < pool->opts.max_threads && !pool->shutdown) {
+    uvt__fetch_add_seq_cst(&pool->threads, 1u);
+    uvt__fetch_add_seq_cst(&pool->waking, 1u);
     return 1;
   }
   return 0;
@@ -133,9 +179,9 @@ static int uvt__start_worker(uvt_pool_t* pool) {
     uvt__free(w);
   }
   uv_mutex_lock(&pool->mutex);
-  pool->threads--;
-  pool->waking--;
-  if (pool->threads == 0 && pool->spawned == 0) uv_cond_signal(&pool->exited);
+  uvt__fetch_sub_seq_cst(&pool->threads, 1u);
+  uvt__fetch_sub_seq_cst(&pool->waking, 1u);
+  uvt__signal_if_empty_locked(pool);
   uv_mutex_unlock(&pool->mutex);
   return rc;
 }
@@ -157,23 +203,57 @@ static void uvt__run_task(uvt_pool_t* pool, uvt__task_t* task) {
   task->done(task); /* the last touch of task */
 }
 
-/* Spins briefly for new work with the lock dropped. Lock held on entry and
- * exit; returns with the worker counted as waking if work showed up. */
+/* Spins briefly for new work with the lock dropped, counted as waking so
+ * that submitters leave the work to it. Lock held on entry and exit. */
 static void uvt__spin_locked(uvt_pool_t* pool) {
   uint64_t deadline;
   unsigned i;
   pool->spinning++;
-  pool->waking++;
+  uvt__fetch_add_seq_cst(&pool->waking, 1u);
   uv_mutex_unlock(&pool->mutex);
   deadline = uv_hrtime() + UVT__SPIN_NS;
   for (i = 1;; i++) {
-    /* Relaxed: a hint; the task itself is read under the mutex. */
-    if (uvt__load_relaxed(&pool->queued_hint)) break;
+    /* Relaxed: hints; the tasks themselves are taken under the mutex. */
+    if (uvt__load_relaxed(&pool->incoming) != NULL || uvt__load_relaxed(&pool->queued_hint)) break;
     uvt__cpu_relax();
     if ((i & 63) == 0 && uv_hrtime() > deadline) break;
   }
   uv_mutex_lock(&pool->mutex);
   pool->spinning--;
+}
+
+/* Parks the worker until it is signalled, the pool shuts down or (if timed)
+ * the idle timeout passes. Returns 1 if it was signalled. Lock held. */
+static int uvt__park_locked(uvt_pool_t* pool, uvt__worker_t* w, int* timed_out) {
+  int timed = uvt__load_relaxed(&pool->threads) > pool->opts.min_threads;
+  uint64_t deadline = uv_hrtime() + (uint64_t)pool->opts.idle_timeout_ms * 1000000u;
+  *timed_out = 0;
+  w->signalled = 0;
+  uvt__queue_insert_head(&pool->idle, &w->idle_node); /* LIFO: woken first */
+  uvt__fetch_add_seq_cst(&pool->parked, 1u);
+  /* Seq_cst: published parked, now look again (see the top of the file). */
+  if (uvt__load_seq_cst(&pool->incoming) != NULL) {
+    uvt__queue_remove(&w->idle_node);
+    uvt__fetch_sub_seq_cst(&pool->parked, 1u);
+    return 0;
+  }
+  while (!w->signalled && !pool->shutdown) {
+    uint64_t now;
+    if (!timed) {
+      uv_cond_wait(&w->cond, &pool->mutex);
+      continue;
+    }
+    now = uv_hrtime();
+    if (now >= deadline) {
+      *timed_out = 1;
+      break;
+    }
+    uv_cond_timedwait(&w->cond, &pool->mutex, deadline - now);
+  }
+  if (w->signalled) return 1; /* the waker took us off the list */
+  uvt__queue_remove(&w->idle_node);
+  uvt__fetch_sub_seq_cst(&pool->parked, 1u);
+  return 0;
 }
 
 static void uvt__worker_main(void* arg) {
@@ -190,6 +270,8 @@ static void uvt__worker_main(void* arg) {
 
   uv_mutex_lock(&pool->mutex);
   for (;;) {
+    int timed_out;
+    if (uvt__queue_empty(&pool->queue)) uvt__take_incoming_locked(pool);
     if (!uvt__queue_empty(&pool->queue)) {
       uvt__task_t* task = uvt__container_of(pool->queue.next, uvt__task_t, node);
       int spawn;
@@ -199,20 +281,20 @@ static void uvt__worker_main(void* arg) {
       uvt__store_relaxed(&pool->queued_hint, pool->nqueued != 0);
       pool->started++;
       if (waking) {
-        pool->waking--;
+        uvt__fetch_sub_seq_cst(&pool->waking, 1u);
         waking = 0;
       }
       spun = 0;
       spawn = uvt__ensure_taker_locked(pool);
       uv_mutex_unlock(&pool->mutex);
       if (spawn) uvt__start_worker(pool);
-      uvt__run_task(pool, task); /* times it outside the lock */
+      uvt__run_task(pool, task);
       uv_mutex_lock(&pool->mutex);
       continue;
     }
     if (pool->shutdown) break;
     if (waking) {
-      pool->waking--;
+      uvt__fetch_sub_seq_cst(&pool->waking, 1u);
       waking = 0;
     }
     if (!spun && pool->spinning == 0) {
@@ -221,50 +303,24 @@ static void uvt__worker_main(void* arg) {
       waking = 1;
       continue;
     }
-
-    /* Park. Threads above min_threads give up after idle_timeout_ms. */
-    {
-      int timed = pool->threads > pool->opts.min_threads;
-      uint64_t timeout = (uint64_t)pool->opts.idle_timeout_ms * 1000000u;
-      uint64_t deadline = uv_hrtime() + timeout;
-      int timed_out = 0;
-      w->signalled = 0;
-      uvt__queue_insert_head(&pool->idle, &w->idle_node); /* LIFO: woken first */
-      pool->parked++;
-      while (!w->signalled && !pool->shutdown) {
-        if (!timed) {
-          uv_cond_wait(&w->cond, &pool->mutex);
-          continue;
-        }
-        {
-          uint64_t now = uv_hrtime();
-          if (now >= deadline) {
-            timed_out = 1;
-            break;
-          }
-          uv_cond_timedwait(&w->cond, &pool->mutex, deadline - now);
-        }
-      }
-      if (w->signalled) {
-        waking = 1; /* the waker counted us in pool->waking */
-        continue;
-      }
-      uvt__queue_remove(&w->idle_node);
-      pool->parked--;
-      if (pool->shutdown) break;
-      if (timed_out && pool->threads > pool->opts.min_threads &&
-          uvt__queue_empty(&pool->queue))
-        break;
+    if (uvt__park_locked(pool, w, &timed_out)) {
+      waking = 1; /* the waker counted us in pool->waking */
+      continue;
     }
+    if (pool->shutdown) break;
+    /* Threads above min_threads give up after idle_timeout_ms. */
+    if (timed_out && uvt__load_relaxed(&pool->threads) > pool->opts.min_threads &&
+        !uvt__work_waiting_locked(pool))
+      break;
   }
 
   /* Exit: register as the last exited thread; the next one (or
    * uvt_pool_free) joins us. After the unlock nothing of the pool is touched. */
-  pool->threads--;
+  uvt__fetch_sub_seq_cst(&pool->threads, 1u);
   prev = pool->last_exited;
   pool->last_exited.thread = uv_thread_self();
   pool->last_exited.valid = 1;
-  if (pool->threads == 0 && pool->spawned == 0) uv_cond_signal(&pool->exited);
+  uvt__signal_if_empty_locked(pool);
   uv_mutex_unlock(&pool->mutex);
   uv_cond_destroy(&w->cond);
   uvt__free(w);
@@ -284,8 +340,9 @@ int uvt_pool_new(uvt_pool_t** out, const uvt_pool_options_t* opts) {
   }
   if (opts->max_threads == 0 || opts->min_threads > opts->max_threads) return UV_EINVAL;
 
-  pool = uvt__calloc(1, sizeof(*pool));
+  pool = uvt__aligned_alloc(UVT__CACHE_LINE, sizeof(*pool));
   if (pool == NULL) return UV_ENOMEM;
+  memset(pool, 0, sizeof(*pool));
   pool->opts = *opts;
   snprintf(pool->name, sizeof(pool->name), "%.10s", opts->name ? opts->name : "uvt");
   pool->opts.name = pool->name;
@@ -295,12 +352,9 @@ int uvt_pool_new(uvt_pool_t** out, const uvt_pool_options_t* opts) {
   if ((rc = uv_cond_init(&pool->exited)) != 0) goto fail_cond;
 
   for (i = 0; i < opts->min_threads; i++) {
-    uv_mutex_lock(&pool->mutex);
-    pool->threads++;
-    pool->waking++;
-    uv_mutex_unlock(&pool->mutex);
+    uvt__fetch_add_seq_cst(&pool->threads, 1u);
+    uvt__fetch_add_seq_cst(&pool->waking, 1u);
     if ((rc = uvt__start_worker(pool)) != 0) {
-      pool->is_default = 0;
       uvt_pool_free(pool);
       return rc;
     }
@@ -327,7 +381,8 @@ int uvt_pool_free(uvt_pool_t* pool) {
   pool->shutdown = 1;
   for (n = pool->idle.next; n != &pool->idle; n = n->next)
     uv_cond_signal(&uvt__container_of(n, uvt__worker_t, idle_node)->cond);
-  while (pool->threads > 0 || pool->spawned > 0) uv_cond_wait(&pool->exited, &pool->mutex);
+  while (uvt__load_relaxed(&pool->threads) > 0 || pool->spawned > 0)
+    uv_cond_wait(&pool->exited, &pool->mutex);
   uv_mutex_unlock(&pool->mutex);
   uvt__reap(pool->last_exited);
   uv_cond_destroy(&pool->exited);
@@ -361,10 +416,11 @@ int uvt_pool_stats(uvt_pool_t* pool, uvt_pool_stats_t* out) {
   if (pool == NULL || out == NULL) return UV_EINVAL;
   memset(out, 0, sizeof(*out));
   uv_mutex_lock(&pool->mutex);
+  uvt__take_incoming_locked(pool); /* so that queued counts them */
   completed = uvt__load_relaxed(&pool->completed);
-  out->threads = pool->threads;
-  out->idle_threads = pool->parked + pool->spinning;
-  out->submitted = pool->submitted;
+  out->threads = uvt__load_relaxed(&pool->threads);
+  out->idle_threads = uvt__load_relaxed(&pool->parked) + pool->spinning;
+  out->submitted = uvt__load_relaxed(&pool->submitted);
   out->completed = completed;
   out->cancelled = pool->cancelled;
   out->queued = pool->nqueued;
@@ -379,33 +435,51 @@ int uvt_pool_stats(uvt_pool_t* pool, uvt_pool_stats_t* out) {
   return 0;
 }
 
+/* Withdraws task if it is still waiting. Lock held. */
+static int uvt__withdraw_locked(uvt_pool_t* pool, uvt__task_t* task) {
+  uvt__take_incoming_locked(pool);
+  if (!task->queued) return 0;
+  uvt__queue_remove(&task->node);
+  task->queued = 0;
+  pool->nqueued--;
+  uvt__store_relaxed(&pool->queued_hint, pool->nqueued != 0);
+  return 1;
+}
+
 int uvt__pool_submit(uvt_pool_t* pool, uvt__task_t* task) {
+  uvt__task_t* head;
   int spawn;
   int rc;
   task->submit_ns = uv_hrtime();
-  uv_mutex_lock(&pool->mutex);
-  uvt__queue_insert_tail(&pool->queue, &task->node);
+  /* Read and written under the mutex once the task is taken off the stack. */
   task->queued = 1;
-  pool->nqueued++;
-  pool->submitted++;
-  uvt__store_relaxed(&pool->queued_hint, 1u);
+  uvt__fetch_add_relaxed(&pool->submitted, 1u);
+  head = uvt__load_relaxed(&pool->incoming);
+  do {
+    task->push_next = head;
+    /* Seq_cst: publishes the task (release) and orders the push before the
+     * loads of waking/parked below (see the top of the file). */
+  } while (!uvt__cas_weak_seq_cst(&pool->incoming, &head, task));
+
+  /* Fast path: someone is on the way, or every thread is busy at the cap. */
+  if (uvt__load_seq_cst(&pool->waking) > 0) return 0;
+  if (uvt__load_seq_cst(&pool->parked) == 0 &&
+      uvt__load_relaxed(&pool->threads) >= pool->opts.max_threads)
+    return 0;
+
+  uv_mutex_lock(&pool->mutex);
   spawn = uvt__ensure_taker_locked(pool);
   uv_mutex_unlock(&pool->mutex);
   if (!spawn) return 0;
   rc = uvt__start_worker(pool);
   if (rc == 0) return 0;
   /* No new thread: the existing ones will get to the task, unless there are
-   * none, in which case the task is withdrawn and the caller told. */
+   * none, in which case it is withdrawn and the caller told. */
   uv_mutex_lock(&pool->mutex);
-  if (pool->threads == 0 && task->queued) {
-    uvt__queue_remove(&task->node);
-    task->queued = 0;
-    pool->nqueued--;
-    pool->submitted--;
-    uvt__store_relaxed(&pool->queued_hint, pool->nqueued != 0);
-  } else {
+  if (uvt__load_relaxed(&pool->threads) == 0 && uvt__withdraw_locked(pool, task))
+    uvt__fetch_sub_seq_cst(&pool->submitted, 1u);
+  else
     rc = 0;
-  }
   uv_mutex_unlock(&pool->mutex);
   return rc;
 }
@@ -413,12 +487,8 @@ int uvt__pool_submit(uvt_pool_t* pool, uvt__task_t* task) {
 int uvt__pool_cancel(uvt_pool_t* pool, uvt__task_t* task) {
   int rc = UV_EBUSY;
   uv_mutex_lock(&pool->mutex);
-  if (task->queued) {
-    uvt__queue_remove(&task->node);
-    task->queued = 0;
-    pool->nqueued--;
+  if (uvt__withdraw_locked(pool, task)) {
     pool->cancelled++;
-    uvt__store_relaxed(&pool->queued_hint, pool->nqueued != 0);
     rc = 0;
   }
   uv_mutex_unlock(&pool->mutex);
@@ -446,7 +516,7 @@ int uvt__pool_spawn(uvt_pool_t* pool, void (*fn)(void*), void* arg) {
   if (rc != 0) {
     uv_mutex_lock(&pool->mutex);
     pool->spawned--;
-    if (pool->threads == 0 && pool->spawned == 0) uv_cond_signal(&pool->exited);
+    uvt__signal_if_empty_locked(pool);
     uv_mutex_unlock(&pool->mutex);
   }
   return rc;
