@@ -7,7 +7,7 @@
  * sees that it is not running and ignores it (asserting in debug builds). */
 #include "internal.h"
 
-static _Thread_local void* uvt__tls_ctx;
+static UVT__THREAD_LOCAL void* uvt__tls_ctx;
 
 void uvt_context_set(void* ctx) { uvt__tls_ctx = ctx; }
 

@@ -18,6 +18,15 @@
 
 #define UVT__CACHE_LINE 64
 
+/* Thread-locals of this library: the initial-exec model avoids a
+ * __tls_get_addr call per access in the shared library (a few pointers fit
+ * the static TLS space glibc reserves for libraries). */
+#if defined(__GNUC__)
+#define UVT__THREAD_LOCAL _Thread_local __attribute__((tls_model("initial-exec")))
+#else
+#define UVT__THREAD_LOCAL _Thread_local
+#endif
+
 /* Tags mark a caller-allocated struct as live. They are derived from the
  * struct's own address, so stale or uninitialised memory (or a copy) does not
  * pass for a live object. */
@@ -52,14 +61,6 @@ static inline void uvt__cpu_relax(void) {
 #elif defined(__aarch64__)
   __asm__ __volatile__("yield");
 #endif
-}
-
-/* Raises *max to v if v is larger; relaxed: a statistic, not a fence. */
-static inline void uvt__atomic_max_u64(uint64_t* max, uint64_t v) {
-  uint64_t cur = uvt__load_relaxed(max);
-  while (v > cur &&
-         !__atomic_compare_exchange_n(max, &cur, v, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-  }
 }
 
 #if defined(__linux__)

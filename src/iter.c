@@ -7,7 +7,7 @@
 #include "internal.h"
 
 /* The iterator whose generator runs on this thread: uvt_yield accepts only it. */
-static _Thread_local uvt_iter_t* uvt__tls_iter;
+static UVT__THREAD_LOCAL uvt_iter_t* uvt__tls_iter;
 
 void uvt__iter_deliver(uvt__chan_core_t* core, int status, void* item) {
   uvt_iter_t* it = uvt__container_of(core, uvt_iter_t, uvt__core);

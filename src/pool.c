@@ -31,8 +31,13 @@ typedef struct uvt__worker_s {
   uvt_pool_t* pool;
   uv_cond_t cond;
   uvt__qnode_t idle_node;
+  uvt__qnode_t all_node; /* in pool->workers, for the stats */
   int signalled;
   unsigned index;
+  /* Written only by this worker (relaxed stores, no read-modify-write),
+   * read by uvt_pool_stats: no cache line is shared between workers. */
+  _Alignas(UVT__CACHE_LINE) uint64_t completed;
+  uint64_t run_ns_total, run_ns_max, wait_ns_total, wait_ns_max;
 } uvt__worker_t;
 
 struct uvt_pool_s {
@@ -43,7 +48,9 @@ struct uvt_pool_s {
   _Alignas(UVT__CACHE_LINE) unsigned parked; /* workers in the idle list */
   unsigned waking;  /* signalled, starting or spinning: will look for work */
   unsigned threads; /* workers alive */
-  unsigned queued_hint; /* the run queue is not empty (for spinners) */
+
+  /* The run queue is not empty: read by spinners, written on change only. */
+  _Alignas(UVT__CACHE_LINE) unsigned queued_hint;
 
   /* Guarded by mutex. */
   _Alignas(UVT__CACHE_LINE) uv_mutex_t mutex;
@@ -61,14 +68,30 @@ struct uvt_pool_s {
   uvt_pool_options_t opts;
   char name[16];
   uint64_t cancelled, started;
+  uvt__qnode_t workers; /* every live worker */
+  /* The counters of workers that exited. */
+  uint64_t completed, run_ns_total, run_ns_max, wait_ns_total, wait_ns_max;
 
-  /* Statistics updated without the lock (relaxed atomics). */
+  /* Bumped by submitters without the lock (relaxed: a statistic). */
   _Alignas(UVT__CACHE_LINE) uint64_t submitted;
-  _Alignas(UVT__CACHE_LINE) uint64_t completed;
-  uint64_t run_ns_total, run_ns_max, wait_ns_total, wait_ns_max;
 };
 
-static _Thread_local uvt_pool_t* uvt__tls_pool; /* the pool owning this thread */
+/* Single-writer counters: a relaxed load and store, no locked instruction. */
+static void uvt__count_add(uint64_t* counter, uint64_t v) {
+  uvt__store_relaxed(counter, uvt__load_relaxed(counter) + v);
+}
+static void uvt__count_max(uint64_t* counter, uint64_t v) {
+  if (v > uvt__load_relaxed(counter)) uvt__store_relaxed(counter, v);
+}
+
+/* Sets the spinners' hint when it changes. Lock held. */
+static void uvt__set_queued_hint_locked(uvt_pool_t* pool) {
+  unsigned hint = pool->nqueued != 0;
+  /* Relaxed: a hint; spinners take the lock before they touch a task. */
+  if (uvt__load_relaxed(&pool->queued_hint) != hint) uvt__store_relaxed(&pool->queued_hint, hint);
+}
+
+static UVT__THREAD_LOCAL uvt_pool_t* uvt__tls_pool; /* the pool owning this thread */
 
 void uvt_pool_options_init(uvt_pool_options_t* opts) {
   if (opts == NULL) return;
@@ -125,8 +148,7 @@ static void uvt__take_incoming_locked(uvt_pool_t* pool) {
     uvt__queue_insert_tail(&pool->queue, &fifo->node);
     pool->nqueued++;
   }
-  /* Relaxed: a hint for spinners, which then take the lock. */
-  uvt__store_relaxed(&pool->queued_hint, 1u);
+  uvt__set_queued_hint_locked(pool);
 }
 
 static int uvt__work_waiting_locked(uvt_pool_t* pool) {
@@ -186,20 +208,20 @@ static int uvt__start_worker(uvt_pool_t* pool) {
   return rc;
 }
 
-static void uvt__run_task(uvt_pool_t* pool, uvt__task_t* task) {
+static void uvt__run_task(uvt__worker_t* w, uvt__task_t* task) {
   uint64_t start = uv_hrtime();
   uint64_t waited = start - task->submit_ns;
   uint64_t took;
+  task->work(task);
+  took = uv_hrtime() - start;
   /* Relaxed: counters only. They are written before task->done publishes the
    * completion, and the bridge's release/acquire handoff orders them before
    * the loop's read of the stats. */
-  uvt__fetch_add_relaxed(&pool->wait_ns_total, waited);
-  uvt__atomic_max_u64(&pool->wait_ns_max, waited);
-  task->work(task);
-  took = uv_hrtime() - start;
-  uvt__fetch_add_relaxed(&pool->run_ns_total, took);
-  uvt__atomic_max_u64(&pool->run_ns_max, took);
-  uvt__fetch_add_relaxed(&pool->completed, 1);
+  uvt__count_add(&w->wait_ns_total, waited);
+  uvt__count_max(&w->wait_ns_max, waited);
+  uvt__count_add(&w->run_ns_total, took);
+  uvt__count_max(&w->run_ns_max, took);
+  uvt__count_add(&w->completed, 1);
   task->done(task); /* the last touch of task */
 }
 
@@ -269,6 +291,7 @@ static void uvt__worker_main(void* arg) {
   uvt__tls_pool = pool;
 
   uv_mutex_lock(&pool->mutex);
+  uvt__queue_insert_tail(&pool->workers, &w->all_node);
   for (;;) {
     int timed_out;
     if (uvt__queue_empty(&pool->queue)) uvt__take_incoming_locked(pool);
@@ -278,7 +301,7 @@ static void uvt__worker_main(void* arg) {
       uvt__queue_remove(&task->node);
       task->queued = 0;
       pool->nqueued--;
-      uvt__store_relaxed(&pool->queued_hint, pool->nqueued != 0);
+      uvt__set_queued_hint_locked(pool);
       pool->started++;
       if (waking) {
         uvt__fetch_sub_seq_cst(&pool->waking, 1u);
@@ -288,7 +311,7 @@ static void uvt__worker_main(void* arg) {
       spawn = uvt__ensure_taker_locked(pool);
       uv_mutex_unlock(&pool->mutex);
       if (spawn) uvt__start_worker(pool);
-      uvt__run_task(pool, task);
+      uvt__run_task(w, task);
       uv_mutex_lock(&pool->mutex);
       continue;
     }
@@ -317,6 +340,12 @@ static void uvt__worker_main(void* arg) {
   /* Exit: register as the last exited thread; the next one (or
    * uvt_pool_free) joins us. After the unlock nothing of the pool is touched. */
   uvt__fetch_sub_seq_cst(&pool->threads, 1u);
+  uvt__queue_remove(&w->all_node);
+  pool->completed += w->completed;
+  pool->run_ns_total += w->run_ns_total;
+  pool->wait_ns_total += w->wait_ns_total;
+  if (w->run_ns_max > pool->run_ns_max) pool->run_ns_max = w->run_ns_max;
+  if (w->wait_ns_max > pool->wait_ns_max) pool->wait_ns_max = w->wait_ns_max;
   prev = pool->last_exited;
   pool->last_exited.thread = uv_thread_self();
   pool->last_exited.valid = 1;
@@ -348,6 +377,7 @@ int uvt_pool_new(uvt_pool_t** out, const uvt_pool_options_t* opts) {
   pool->opts.name = pool->name;
   uvt__queue_init(&pool->queue);
   uvt__queue_init(&pool->idle);
+  uvt__queue_init(&pool->workers);
   if ((rc = uv_mutex_init(&pool->mutex)) != 0) goto fail_mutex;
   if ((rc = uv_cond_init(&pool->exited)) != 0) goto fail_cond;
 
@@ -412,25 +442,36 @@ uvt_pool_t* uvt_pool_default(void) {
 }
 
 int uvt_pool_stats(uvt_pool_t* pool, uvt_pool_stats_t* out) {
-  uint64_t completed;
+  uvt__qnode_t* n;
+  uint64_t started;
   if (pool == NULL || out == NULL) return UV_EINVAL;
   memset(out, 0, sizeof(*out));
   uv_mutex_lock(&pool->mutex);
   uvt__take_incoming_locked(pool); /* so that queued counts them */
-  completed = uvt__load_relaxed(&pool->completed);
+  /* started is counted (under the lock) before a task runs, completed after
+   * it: reading started first keeps running = started - completed >= 0
+   * while workers keep going. */
+  started = pool->started;
+  out->completed = pool->completed;
+  out->run_ns_total = pool->run_ns_total;
+  out->run_ns_max = pool->run_ns_max;
+  out->wait_ns_total = pool->wait_ns_total;
+  out->wait_ns_max = pool->wait_ns_max;
+  for (n = pool->workers.next; n != &pool->workers; n = n->next) {
+    uvt__worker_t* w = uvt__container_of(n, uvt__worker_t, all_node);
+    uint64_t v;
+    out->completed += uvt__load_relaxed(&w->completed);
+    out->run_ns_total += uvt__load_relaxed(&w->run_ns_total);
+    out->wait_ns_total += uvt__load_relaxed(&w->wait_ns_total);
+    if ((v = uvt__load_relaxed(&w->run_ns_max)) > out->run_ns_max) out->run_ns_max = v;
+    if ((v = uvt__load_relaxed(&w->wait_ns_max)) > out->wait_ns_max) out->wait_ns_max = v;
+  }
   out->threads = uvt__load_relaxed(&pool->threads);
   out->idle_threads = uvt__load_relaxed(&pool->parked) + pool->spinning;
   out->submitted = uvt__load_relaxed(&pool->submitted);
-  out->completed = completed;
   out->cancelled = pool->cancelled;
   out->queued = pool->nqueued;
-  /* started only grows and is counted before a task runs, completed after:
-   * read in this order, started >= completed. */
-  out->running = pool->started - completed;
-  out->wait_ns_total = uvt__load_relaxed(&pool->wait_ns_total);
-  out->wait_ns_max = uvt__load_relaxed(&pool->wait_ns_max);
-  out->run_ns_total = uvt__load_relaxed(&pool->run_ns_total);
-  out->run_ns_max = uvt__load_relaxed(&pool->run_ns_max);
+  out->running = started - out->completed;
   uv_mutex_unlock(&pool->mutex);
   return 0;
 }
@@ -442,7 +483,7 @@ static int uvt__withdraw_locked(uvt_pool_t* pool, uvt__task_t* task) {
   uvt__queue_remove(&task->node);
   task->queued = 0;
   pool->nqueued--;
-  uvt__store_relaxed(&pool->queued_hint, pool->nqueued != 0);
+  uvt__set_queued_hint_locked(pool);
   return 1;
 }
 

@@ -1,0 +1,152 @@
+/* No allocation per task, item or message on the hot paths: malloc and
+ * friends are interposed (the library and libuv resolve them to these), and
+ * libuv's own allocator is replaced with a counting one as well. Not built
+ * under sanitizers, which own malloc. */
+#include "test.h"
+
+extern void* __libc_malloc(size_t size);
+extern void* __libc_calloc(size_t n, size_t size);
+extern void* __libc_realloc(void* ptr, size_t size);
+extern void* __libc_memalign(size_t align, size_t size);
+extern void __libc_free(void* ptr);
+
+static long allocations; /* atomic: any thread may allocate */
+
+void* malloc(size_t size) {
+  __atomic_add_fetch(&allocations, 1, __ATOMIC_RELAXED);
+  return __libc_malloc(size);
+}
+void* calloc(size_t n, size_t size) {
+  __atomic_add_fetch(&allocations, 1, __ATOMIC_RELAXED);
+  return __libc_calloc(n, size);
+}
+void* realloc(void* ptr, size_t size) {
+  __atomic_add_fetch(&allocations, 1, __ATOMIC_RELAXED);
+  return __libc_realloc(ptr, size);
+}
+void* aligned_alloc(size_t align, size_t size) {
+  __atomic_add_fetch(&allocations, 1, __ATOMIC_RELAXED);
+  return __libc_memalign(align, size);
+}
+int posix_memalign(void** out, size_t align, size_t size) {
+  __atomic_add_fetch(&allocations, 1, __ATOMIC_RELAXED);
+  *out = __libc_memalign(align, size);
+  return *out ? 0 : 12 /* ENOMEM */;
+}
+void free(void* ptr) { __libc_free(ptr); }
+
+static long uv_allocations;
+static void* uv_counting_malloc(size_t size) {
+  __atomic_add_fetch(&uv_allocations, 1, __ATOMIC_RELAXED);
+  return __libc_malloc(size);
+}
+static void* uv_counting_realloc(void* ptr, size_t size) {
+  __atomic_add_fetch(&uv_allocations, 1, __ATOMIC_RELAXED);
+  return __libc_realloc(ptr, size);
+}
+static void* uv_counting_calloc(size_t n, size_t size) {
+  __atomic_add_fetch(&uv_allocations, 1, __ATOMIC_RELAXED);
+  return __libc_calloc(n, size);
+}
+
+static long count(void) {
+  return __atomic_load_n(&allocations, __ATOMIC_RELAXED) +
+         __atomic_load_n(&uv_allocations, __ATOMIC_RELAXED);
+}
+
+#define ROUNDS 20000
+#define IN_FLIGHT 64
+static struct {
+  uvt_work_t reqs[IN_FLIGHT];
+  long left, done;
+  uvt_bridge_t* b;
+} run;
+
+static void noop_work(uvt_work_t* req) { (void)req; }
+static void again(uvt_work_t* req, int status) {
+  ASSERT_EQ(status, 0);
+  run.done++;
+  if (run.left > 0) {
+    run.left--;
+    ASSERT_OK(uvt_threaded(run.b, req, noop_work, again));
+  }
+}
+
+static long threaded_round(uv_loop_t* loop, uvt_bridge_t* b, long n) {
+  long before;
+  int i;
+  run.b = b;
+  run.done = 0;
+  run.left = n - IN_FLIGHT;
+  before = count();
+  for (i = 0; i < IN_FLIGHT; i++) ASSERT_OK(uvt_threaded(b, &run.reqs[i], noop_work, again));
+  ASSERT_OK(uv_run(loop, UV_RUN_DEFAULT));
+  ASSERT_EQ(run.done, n);
+  return count() - before;
+}
+
+static void test_threaded_allocates_nothing(void) {
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uvt_pool_t* pool = test_pool(2, 2); /* threads start here, not during the run */
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &b, pool));
+  threaded_round(&loop, &b, 1000); /* warm up */
+  ASSERT_EQ(threaded_round(&loop, &b, ROUNDS), 0);
+  test_close_all(&loop, &b);
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
+static long items;
+static void count_item(uvt_chan_t* ch, int status, void* item) {
+  (void)ch;
+  (void)item;
+  if (status == 0) items++;
+}
+static void put_many(void* arg) {
+  uvt_chan_t* ch = arg;
+  long i;
+  for (i = 1; i <= ROUNDS; i++) ASSERT_OK(uvt_chan_put(ch, (void*)i));
+  ASSERT_OK(uvt_chan_close(ch));
+}
+
+/* The channel's buffer is allocated by uvt_chan_init; items cost nothing. */
+static void test_channel_allocates_nothing_per_item(void) {
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uvt_chan_t ch;
+  uvt_pool_t* pool = test_pool(0, 1);
+  uv_thread_t t;
+  long before;
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &b, pool));
+  ASSERT_OK(uvt_chan_init(&b, &ch, 16, count_item));
+  ASSERT_OK(uv_thread_create(&t, put_many, &ch)); /* creating a thread allocates */
+  before = count();
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_EQ(count() - before, 0);
+  ASSERT_OK(uv_thread_join(&t));
+  ASSERT_EQ(items, ROUNDS);
+  test_close_all(&loop, &b);
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
+int main(void) {
+  ASSERT_OK(uv_replace_allocator(uv_counting_malloc, uv_counting_realloc, uv_counting_calloc,
+                                 __libc_free));
+  /* The interposer sees the library's allocations at all. */
+  {
+    uvt_pool_t* pool;
+    long before = count();
+    ASSERT_OK(uvt_pool_new(&pool, NULL));
+    ASSERT_GT(count() - before, 0);
+    ASSERT_OK(uvt_pool_free(pool));
+  }
+  printf("[ RUN  ] test_threaded_allocates_nothing\n");
+  test_threaded_allocates_nothing();
+  printf("[  OK  ] test_threaded_allocates_nothing\n");
+  printf("[ RUN  ] test_channel_allocates_nothing_per_item\n");
+  test_channel_allocates_nothing_per_item();
+  printf("[  OK  ] test_channel_allocates_nothing_per_item\n");
+  return 0;
+}
