@@ -58,6 +58,8 @@ int uvt_call(uvt_bridge_t* bridge, uvt_call_cb fn, void* arg) {
 
 enum { UVT__AWAIT_FREE, UVT__AWAIT_QUEUED, UVT__AWAIT_RUNNING, UVT__AWAIT_RESOLVED };
 
+#define UVT__AWAIT_SPIN_NS 20000u /* how long a waiter spins before it sleeps */
+
 struct uvt_await_s {
   uvt__msg_t msg;
   uvt__bridge_impl_t* impl;
@@ -66,7 +68,8 @@ struct uvt_await_s {
   void* ctx;
   uv_sem_t done;
   int status;
-  int state; /* loop thread, or the owner while FREE/QUEUED */
+  int state; /* atomic: the waiter spins on it; written by the loop, or by
+              * the waiting thread before it posts */
   struct uvt_await_s* next_free;
   struct uvt_await_s* next_all;
 };
@@ -126,12 +129,12 @@ static unsigned uvt__await_deliver(uvt__msg_t* msg, unsigned budget) {
   void* prev;
   (void)budget;
   if (impl->closing) {
-    aw->state = UVT__AWAIT_RESOLVED;
     aw->status = UV_ECANCELED;
+    uvt__store_release(&aw->state, UVT__AWAIT_RESOLVED); /* publishes status */
     uv_sem_post(&aw->done);
     return 1;
   }
-  aw->state = UVT__AWAIT_RUNNING;
+  uvt__store_relaxed(&aw->state, UVT__AWAIT_RUNNING);
   impl->active++; /* the close waits for the resolve */
   prev = uvt__context_swap(aw->ctx);
   aw->fn(aw, aw->arg);
@@ -164,12 +167,20 @@ int uvt_sync_await(uvt_bridge_t* bridge, uvt_await_cb fn, void* arg) {
   aw->arg = arg;
   aw->ctx = uvt__tls_ctx;
   aw->status = 0;
-  aw->state = UVT__AWAIT_QUEUED;
+  uvt__store_relaxed(&aw->state, UVT__AWAIT_QUEUED);
   rc = uvt__bridge_post_if_open(impl, &aw->msg);
   if (rc == 0) {
-    /* The semaphore orders the loop's writes of status before our read. */
+    /* A loop function that resolves at once answers within microseconds:
+     * spin for that briefly, so the post finds nobody asleep. The wait
+     * below then returns at once; either way it consumes the post. */
+    uint64_t until = uv_hrtime() + UVT__AWAIT_SPIN_NS;
+    unsigned i;
+    for (i = 1; uvt__load_acquire(&aw->state) != UVT__AWAIT_RESOLVED; i++) {
+      uvt__cpu_relax();
+      if ((i & 63) == 0 && uv_hrtime() > until) break;
+    }
     uv_sem_wait(&aw->done);
-    rc = aw->status;
+    rc = aw->status; /* ordered by the acquire load or the semaphore */
   }
   uvt__await_give_back(impl, aw);
 out:
@@ -181,12 +192,12 @@ void uvt_await_resolve(uvt_await_t* aw, int status) {
   uvt__bridge_impl_t* impl;
   if (aw == NULL) return;
   impl = aw->impl;
-  if (aw->state != UVT__AWAIT_RUNNING || !uvt__bridge_on_loop_thread(impl)) {
+  if (uvt__load_relaxed(&aw->state) != UVT__AWAIT_RUNNING || !uvt__bridge_on_loop_thread(impl)) {
     assert(!"uvt_await_resolve: await not running (resolved twice?) or not the loop thread");
     return;
   }
-  aw->state = UVT__AWAIT_RESOLVED;
   aw->status = status;
+  uvt__store_release(&aw->state, UVT__AWAIT_RESOLVED); /* publishes status */
   impl->active--;
   uv_sem_post(&aw->done); /* the waiter may reuse aw from here on */
   if (impl->closing)
