@@ -3,7 +3,7 @@
 #   bash .ci/demo.sh [demo options...]   (--help lists them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash .ci/deps.sh
+bash .ci/deps.sh libsqlite3-dev
 cmake -S . -B build >/dev/null
 cmake --build build -j "$(nproc)" --target uvt-demo >/dev/null
 exec ./build/examples/uvt-demo "$@"

@@ -3,7 +3,7 @@
 #   bash .ci/test.sh [build-dir] [extra cmake args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash .ci/deps.sh
+bash .ci/deps.sh libsqlite3-dev
 build=${1:-build}
 shift || true
 cmake -S . -B "$build" -DUVT_WERROR=ON "$@" >/dev/null
