@@ -29,7 +29,8 @@
 extern "C" {
 #endif
 
-#if defined(UVT_SHARED_BUILD) && defined(__GNUC__)
+/* The library is built with hidden symbols; only the API is exported. */
+#if defined(UVT_BUILDING) && defined(__GNUC__)
 #define UVT_EXTERN __attribute__((visibility("default")))
 #else
 #define UVT_EXTERN
