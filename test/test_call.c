@@ -148,7 +148,9 @@ static void run_awaiter(uv_loop_t* loop, awaiter_t* a) {
   ASSERT_OK(uv_thread_join(&t));
 }
 
-static void test_sync_await_immediate(void) {
+/* Runs fn through uvt_sync_await from a new thread on a fresh loop and
+ * bridge, which are closed again; returns what the thread saw. */
+static awaiter_t await_once(uvt_await_cb fn) {
   uv_loop_t loop;
   uvt_bridge_t b;
   uvt_pool_t* pool;
@@ -156,11 +158,17 @@ static void test_sync_await_immediate(void) {
   setup(&loop, &b, &pool);
   memset(&a, 0, sizeof(a));
   a.b = &b;
-  a.fn = resolve_now;
+  a.fn = fn;
   run_awaiter(&loop, &a);
+  teardown(&loop, &b, pool);
+  a.b = NULL;
+  return a;
+}
+
+static void test_sync_await_immediate(void) {
+  awaiter_t a = await_once(resolve_now);
   ASSERT_EQ(a.rc, -1234);
   ASSERT_EQ(a.fn_runs, 1);
-  teardown(&loop, &b, pool);
 }
 
 static void on_timer_resolve(uv_timer_t* t) {
@@ -178,17 +186,8 @@ static void resolve_after_timer(uvt_await_t* aw, void* arg) {
 }
 
 static void test_sync_await_timer(void) {
-  uv_loop_t loop;
-  uvt_bridge_t b;
-  uvt_pool_t* pool;
-  awaiter_t a;
-  setup(&loop, &b, &pool);
-  memset(&a, 0, sizeof(a));
-  a.b = &b;
-  a.fn = resolve_after_timer;
-  run_awaiter(&loop, &a);
+  awaiter_t a = await_once(resolve_after_timer);
   ASSERT_EQ(a.rc, 7);
-  teardown(&loop, &b, pool);
 }
 
 static void on_stat(uv_fs_t* req) {
@@ -207,17 +206,8 @@ static void resolve_after_fs(uvt_await_t* aw, void* arg) {
 
 /* The loop function resolves from a uv_fs callback: the thread gets its result. */
 static void test_sync_await_fs(void) {
-  uv_loop_t loop;
-  uvt_bridge_t b;
-  uvt_pool_t* pool;
-  awaiter_t a;
-  setup(&loop, &b, &pool);
-  memset(&a, 0, sizeof(a));
-  a.b = &b;
-  a.fn = resolve_after_fs;
-  run_awaiter(&loop, &a);
+  awaiter_t a = await_once(resolve_after_fs);
   ASSERT_EQ(a.rc, UV_ENOENT);
-  teardown(&loop, &b, pool);
 }
 
 static void test_sync_await_errors(void) {

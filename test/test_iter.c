@@ -296,56 +296,59 @@ static void test_pause_resume(void) {
   ASSERT_OK(uvt_pool_free(pool));
 }
 
-/* Closed while still queued behind a busy pool: the generator never runs. */
-static void test_close_before_start(void) {
+/* A one-thread pool kept busy by a generator that waits at a gate. */
+typedef struct {
   uv_loop_t loop;
   uvt_bridge_t b;
-  uvt_pool_t* pool = test_pool(0, 1);
+  uvt_pool_t* pool;
   test_gate_t gate;
-  gen_t blocker, g;
-  gate_init(&gate);
-  setup(&loop, &b, pool);
-  gen_init(&blocker, 1, 1);
-  blocker.gate = &gate;
-  ASSERT_OK(uvt_threaded_iterable(&b, &blocker.it, 1, counting_gen, gen_cb));
-  gate_await_waiters(&gate, 1);
+  gen_t blocker;
+} busy_pool_t;
+
+static void busy_pool_start(busy_pool_t* x) {
+  x->pool = test_pool(0, 1);
+  gate_init(&x->gate);
+  setup(&x->loop, &x->b, x->pool);
+  gen_init(&x->blocker, 1, 1);
+  x->blocker.gate = &x->gate;
+  ASSERT_OK(uvt_threaded_iterable(&x->b, &x->blocker.it, 1, counting_gen, gen_cb));
+  gate_await_waiters(&x->gate, 1);
+}
+
+static void busy_pool_finish(busy_pool_t* x) {
+  gate_open(&x->gate);
+  ASSERT_OK(uv_run(&x->loop, UV_RUN_DEFAULT));
+  ASSERT_EQ(x->blocker.final_status, UV_EOF);
+  test_close_all(&x->loop, &x->b);
+  gate_destroy(&x->gate);
+  ASSERT_OK(uvt_pool_free(x->pool));
+}
+
+/* Closed while still queued behind a busy pool: the generator never runs. */
+static void test_close_before_start(void) {
+  busy_pool_t x;
+  gen_t g;
+  busy_pool_start(&x);
   gen_init(&g, 5, 2);
-  ASSERT_OK(uvt_threaded_iterable(&b, &g.it, 2, counting_gen, gen_cb));
+  ASSERT_OK(uvt_threaded_iterable(&x.b, &g.it, 2, counting_gen, gen_cb));
   ASSERT_OK(uvt_iter_close(&g.it, drop_item));
-  while (g.finals == 0) ASSERT_GE(uv_run(&loop, UV_RUN_ONCE), 0);
+  while (g.finals == 0) ASSERT_GE(uv_run(&x.loop, UV_RUN_ONCE), 0);
   ASSERT_EQ(g.final_status, UV_ECANCELED);
-  gate_open(&gate);
-  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  busy_pool_finish(&x);
   ASSERT_EQ(g.gen_runs, 0);
-  ASSERT_EQ(blocker.final_status, UV_EOF);
-  test_close_all(&loop, &b);
-  gate_destroy(&gate);
-  ASSERT_OK(uvt_pool_free(pool));
 }
 
 /* _separate works while the pool is saturated. */
 static void test_separate_saturated(void) {
-  uv_loop_t loop;
-  uvt_bridge_t b;
-  uvt_pool_t* pool = test_pool(0, 1);
-  test_gate_t gate;
-  gen_t blocker, g;
-  gate_init(&gate);
-  setup(&loop, &b, pool);
-  gen_init(&blocker, 1, 1);
-  blocker.gate = &gate;
-  ASSERT_OK(uvt_threaded_iterable(&b, &blocker.it, 1, counting_gen, gen_cb));
-  gate_await_waiters(&gate, 1);
+  busy_pool_t x;
+  gen_t g;
+  busy_pool_start(&x);
   gen_init(&g, 100, 8);
-  ASSERT_OK(uvt_threaded_iterable_separate(&b, &g.it, 8, counting_gen, gen_cb));
-  while (g.finals == 0) ASSERT_GE(uv_run(&loop, UV_RUN_ONCE), 0);
+  ASSERT_OK(uvt_threaded_iterable_separate(&x.b, &g.it, 8, counting_gen, gen_cb));
+  while (g.finals == 0) ASSERT_GE(uv_run(&x.loop, UV_RUN_ONCE), 0);
   ASSERT_EQ(g.delivered, 100);
   ASSERT_EQ(g.final_status, UV_EOF);
-  gate_open(&gate);
-  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
-  test_close_all(&loop, &b);
-  gate_destroy(&gate);
-  ASSERT_OK(uvt_pool_free(pool));
+  busy_pool_finish(&x);
 }
 
 static int close_cb_saw_finals;
