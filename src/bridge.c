@@ -21,6 +21,7 @@ uvt__bridge_impl_t* uvt__bridge_get(const uvt_bridge_t* bridge) {
   if (bridge == NULL) return NULL;
   /* Relaxed: the tag only tells live from garbage; a thread using a bridge
    * got its pointer through something that ordered it after the init. */
+  (void)UVT__TAG_READ(bridge->uvt__tag);
   if (uvt__load_relaxed(&bridge->uvt__tag) != UVT__TAG(bridge, UVT__KIND_BRIDGE)) return NULL;
   return bridge->uvt__impl;
 }

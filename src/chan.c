@@ -29,12 +29,15 @@ static int uvt__core_deliverable(const uvt__chan_core_t* core) {
 }
 
 int uvt__core_is_open(const uvt__chan_core_t* core) {
+  (void)UVT__TAG_READ(core->tag);
   return uvt__load_acquire(&core->tag) == UVT__TAG(core, UVT__KIND_CHAN);
 }
 
 /* Open or finished: producers may call (finished ones get UV_EPIPE). */
 static int uvt__core_known(const uvt__chan_core_t* core) {
-  uintptr_t tag = uvt__load_acquire(&core->tag);
+  uintptr_t tag;
+  (void)UVT__TAG_READ(core->tag);
+  tag = uvt__load_acquire(&core->tag);
   return tag == UVT__TAG(core, UVT__KIND_CHAN) || tag == UVT__TAG(core, UVT__KIND_CHAN_DONE);
 }
 

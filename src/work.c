@@ -7,7 +7,7 @@
 #include "internal.h"
 
 static int uvt__work_in_flight(const uvt_work_t* req) {
-  return req->uvt__tag == UVT__TAG(req, UVT__KIND_WORK);
+  return UVT__TAG_READ(req->uvt__tag) == UVT__TAG(req, UVT__KIND_WORK);
 }
 
 static void uvt__work_flag_cancel(uvt_work_t* req) {
