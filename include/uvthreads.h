@@ -145,7 +145,15 @@ UVT_EXTERN int uvt_pool_free(uvt_pool_t* pool);
 
 /* The process-wide pool, created on first use with the defaults, except that
  * max_threads comes from the environment variable UVT_POOL_SIZE (1..1024)
- * when set. Lives until the process exits. NULL if it could not be created. */
+ * when set. Lives until the process exits (its idle threads are not joined
+ * at exit). NULL if it could not be created.
+ *
+ * fork(): a child has only the thread that called fork(). It may always
+ * exit or exec. It must not use the pools, bridges, iterators or channels
+ * created before the fork (they are the parent's, like its loops); it may
+ * create new ones, and uvt_pool_default() gives it a new default pool. If
+ * the parent used libuv's own thread pool (uv_queue_work, uv_fs_*), end the
+ * child with _exit() or exec: libuv's exit handler aborts in a child. */
 UVT_EXTERN uvt_pool_t* uvt_pool_default(void);
 
 /* Copies the pool's counters. They are updated before the corresponding

@@ -76,7 +76,7 @@ static inline void uvt__cpu_relax(void) {
 #endif
 }
 
-#if defined(__linux__)
+#if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
 #endif
 #include <sched.h>
@@ -95,6 +95,15 @@ static inline void uvt__thread_set_name(const char* name) {
 }
 
 static inline void uvt__thread_yield(void) { sched_yield(); }
+
+/* Runs fn in the child after fork() (best effort where there is no fork). */
+static inline void uvt__at_fork_child(void (*fn)(void)) {
+#if defined(__unix__) || defined(__APPLE__)
+  pthread_atfork(NULL, NULL, fn);
+#else
+  (void)fn;
+#endif
+}
 
 /* ---- Allocation (one place, so tests can inject failures) ---------------- */
 

@@ -424,9 +424,23 @@ int uvt_pool_free(uvt_pool_t* pool) {
 static uvt_pool_t* uvt__default_pool;
 static uv_once_t uvt__default_once = UV_ONCE_INIT;
 
+/* In a child after fork() the default pool has no threads (and its lock
+ * may be held by a thread that is gone): the child starts afresh with a new
+ * default pool on first use. The parent's pool is left alone. */
+static void uvt__default_pool_forget(void) {
+  uv_once_t fresh = UV_ONCE_INIT;
+  uvt__default_pool = NULL;
+  memcpy(&uvt__default_once, &fresh, sizeof(fresh));
+}
+
 static void uvt__default_pool_create(void) {
   uvt_pool_options_t opts;
   const char* env = getenv("UVT_POOL_SIZE");
+  static int at_fork_registered; /* under uv_once; survives into children */
+  if (!at_fork_registered) {
+    at_fork_registered = 1;
+    uvt__at_fork_child(uvt__default_pool_forget);
+  }
   uvt_pool_options_init(&opts);
   if (env != NULL && *env != '\0') {
     char* end;
