@@ -83,6 +83,7 @@ static void free_in_close_cb(uvt_bridge_t* b) {
 }
 
 static void noop_work(uvt_work_t* req) { (void)req; }
+static void gate_work(uvt_work_t* req) { gate_wait(req->data); }
 static void close_from_after(uvt_work_t* req, int status) {
   ASSERT_EQ(status, 0);
   ASSERT_OK(uvt_bridge_close(req->bridge, free_in_close_cb));
@@ -149,5 +150,49 @@ static void test_loop_moves_thread(void) {
   ASSERT_OK(uvt_pool_free(pool));
 }
 
+/* uv_stop from a callback in the middle of a batch: uv_run returns after
+ * the batch (at most 1000 callbacks); nothing is lost, the next uv_run
+ * delivers the rest. */
+#define STOP_TASKS 3000
+static struct {
+  uvt_work_t reqs[STOP_TASKS];
+  int delivered;
+  uv_loop_t* loop;
+} stopper;
+
+static void stop_after(uvt_work_t* req, int status) {
+  (void)req;
+  ASSERT_EQ(status, 0);
+  if (++stopper.delivered == 10) uv_stop(stopper.loop);
+}
+
+static void test_uv_stop_mid_batch(void) {
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uvt_pool_t* pool = test_pool(1, 1);
+  test_gate_t gate;
+  uvt_work_t blocker;
+  int i;
+  gate_init(&gate);
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &b, pool));
+  stopper.loop = &loop;
+  stopper.delivered = 0;
+  /* Queue everything behind a blocker, so it completes as one flood. */
+  blocker.data = &gate;
+  ASSERT_OK(uvt_threaded(&b, &blocker, gate_work, NULL));
+  gate_await_waiters(&gate, 1);
+  for (i = 0; i < STOP_TASKS; i++) ASSERT_OK(uvt_threaded(&b, &stopper.reqs[i], noop_work, stop_after));
+  gate_open(&gate);
+  while (stopper.delivered < 10) ASSERT_GE(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  ASSERT_LE(stopper.delivered, 1000); /* one batch at the most */
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_EQ(stopper.delivered, STOP_TASKS);
+  test_close_all(&loop, &b);
+  gate_destroy(&gate);
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
 TEST_MAIN(TEST(test_init_errors), TEST(test_close_errors), TEST(test_idle_and_ref),
-          TEST(test_close_inside_callback), TEST(test_loop_moves_thread))
+          TEST(test_close_inside_callback), TEST(test_loop_moves_thread),
+          TEST(test_uv_stop_mid_batch))

@@ -107,4 +107,40 @@ static void test_fork_while_busy(void) {
   ASSERT_OK(uvt_pool_free(pool));
 }
 
-TEST_MAIN(TEST(test_fork_while_busy))
+static void never_returns_work(uvt_work_t* req) {
+  (void)req;
+  for (;;) uv_sleep(1000);
+}
+static int endless(uvt_iter_t* it) {
+  while (uvt_yield(it, &yields) == 0) {
+  }
+  return 0;
+}
+
+/* A process may exit with work running, queued, a generator blocked in
+ * uvt_yield and a separate thread busy: exit() does not wait for them. */
+static void test_exit_with_work_in_flight(void) {
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    uv_loop_t loop;
+    uvt_bridge_t b;
+    uvt_pool_t* pool;
+    uvt_work_t running, queued, separate;
+    uvt_iter_t it;
+    uvt_pool_options_t o;
+    uvt_pool_options_init(&o);
+    o.max_threads = 1;
+    if (uvt_pool_new(&pool, &o) || uv_loop_init(&loop) || uvt_bridge_init(&loop, &b, pool)) _exit(10);
+    if (uvt_threaded(&b, &running, never_returns_work, NULL)) _exit(11);
+    if (uvt_threaded(&b, &queued, never_returns_work, NULL)) _exit(12);
+    if (uvt_threaded_separate(&b, &separate, never_returns_work, NULL)) _exit(13);
+    if (uvt_threaded_iterable_separate(&b, &it, 1, endless, on_item)) _exit(14);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    uv_sleep(20);
+    exit(0); /* atexit handlers run; nothing of the library waits */
+  }
+  ASSERT_EQ(wait_child(pid), 0);
+}
+
+TEST_MAIN(TEST(test_fork_while_busy), TEST(test_exit_with_work_in_flight))
