@@ -174,7 +174,10 @@ struct uvt_bridge_s {
 /* Binds a bridge to loop, using pool (NULL = uvt_pool_default()). Call it on
  * the thread that will run the loop. UV_EINVAL: loop or bridge NULL;
  * UV_EBUSY: bridge already initialised and not yet closed; UV_ENOMEM; or the
- * error of uv_async_init. An idle bridge does not keep uv_run() alive. */
+ * error of uv_async_init. An idle bridge does not keep uv_run() alive.
+ * Completions, items and calls are delivered in batches of at most 1000
+ * callbacks per loop iteration, so timers and sockets keep their turn; a
+ * uv_stop() from one of these callbacks takes effect after its batch. */
 UVT_EXTERN int uvt_bridge_init(uv_loop_t* loop, uvt_bridge_t* bridge, uvt_pool_t* pool);
 
 /* Starts closing: new submissions return UV_EPIPE, queued work completes with
