@@ -116,14 +116,21 @@ static void uvt__signal_if_empty_locked(uvt_pool_t* pool) {
   if (uvt__load_relaxed(&pool->threads) == 0 && pool->spawned == 0) uv_cond_signal(&pool->exited);
 }
 
+/* Registers the calling thread as the last one to exit and returns the one
+ * before it, for the caller to join once it is done. Lock held. */
+static uvt__reap_t uvt__register_exit_locked(uvt_pool_t* pool) {
+  uvt__reap_t prev = pool->last_exited;
+  pool->last_exited.thread = uv_thread_self();
+  pool->last_exited.valid = 1;
+  uvt__signal_if_empty_locked(pool);
+  return prev;
+}
+
 uvt__reap_t uvt__pool_thread_exiting(uvt_pool_t* pool) {
   uvt__reap_t prev;
   uv_mutex_lock(&pool->mutex);
-  prev = pool->last_exited;
-  pool->last_exited.thread = uv_thread_self();
-  pool->last_exited.valid = 1;
   pool->spawned--;
-  uvt__signal_if_empty_locked(pool);
+  prev = uvt__register_exit_locked(pool);
   uv_mutex_unlock(&pool->mutex);
   return prev;
 }
@@ -346,10 +353,7 @@ static void uvt__worker_main(void* arg) {
   pool->wait_ns_total += w->wait_ns_total;
   if (w->run_ns_max > pool->run_ns_max) pool->run_ns_max = w->run_ns_max;
   if (w->wait_ns_max > pool->wait_ns_max) pool->wait_ns_max = w->wait_ns_max;
-  prev = pool->last_exited;
-  pool->last_exited.thread = uv_thread_self();
-  pool->last_exited.valid = 1;
-  uvt__signal_if_empty_locked(pool);
+  prev = uvt__register_exit_locked(pool);
   uv_mutex_unlock(&pool->mutex);
   uv_cond_destroy(&w->cond);
   uvt__free(w);
