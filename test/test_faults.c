@@ -1,7 +1,8 @@
 /* Fault injection: allocation failure and thread-creation failure.
  *
  * This executable interposes the malloc family and pthread_create (the
- * library and libuv resolve to these), and arms a failure only around the
+ * library resolves to these, and libuv's allocator is replaced with them
+ * through uv_replace_allocator), and arms a failure only around the
  * call under test. Every call must fail with UV_ENOMEM or UV_EAGAIN (its
  * callback never runs) or degrade gracefully, lose nothing, and work again
  * once the fault is gone. Not built under sanitizers, which own malloc and
@@ -274,6 +275,11 @@ static void test_thread_failures(void) {
   test_close_all(&loop, &b);
   ASSERT_OK(uvt_pool_free(pool));
   printf("thread-creation failures injected: %ld\n", thread_failures);
+}
+
+/* libuv's own allocations go through the same failing functions. */
+__attribute__((constructor)) static void install_libuv_allocator(void) {
+  if (uv_replace_allocator(malloc, realloc, calloc, free) != 0) abort();
 }
 
 TEST_MAIN(TEST(test_alloc_failures), TEST(test_thread_failures))
