@@ -237,8 +237,8 @@ static void on_scan_row(uvt_iter_t* it, int status, void* item) {
 
 /* ---- 4. A query server on 127.0.0.1 ------------------------------------ */
 
-#define HIGH_WATER (256 * 1024)
-#define LOW_WATER (64 * 1024)
+#define HIGH_WATER (64 * 1024)
+#define LOW_WATER (16 * 1024)
 #define OUT_CHUNK (32 * 1024)
 
 typedef struct client_conn_s {
@@ -396,6 +396,12 @@ static void on_connection(uv_stream_t* srv, int status) {
   CHECK(uv_tcp_init(loop, &c->tcp));
   c->tcp.data = c;
   CHECK(uv_accept(srv, (uv_stream_t*)&c->tcp));
+  {
+    /* A modest kernel send buffer, so that a slow reader shows up in the
+     * stream's write queue (and so in the backpressure) quickly. */
+    int sndbuf = 32 * 1024;
+    uv_send_buffer_size((uv_handle_t*)&c->tcp, &sndbuf);
+  }
   CHECK(uv_read_start((uv_stream_t*)&c->tcp, alloc_cb, on_read));
 }
 
@@ -418,9 +424,9 @@ static long client_query(int fd, long lo, long hi, int slow) {
     ssize_t got = recv(fd, buf, sizeof(buf), 0);
     ssize_t i;
     if (got <= 0) return -1;
-    if (slow && total < 20) {
+    if (slow && total < 50) {
       total++;
-      uv_sleep(5); /* a slow reader at first: the server must pause */
+      uv_sleep(2); /* a slow reader at first: the server must pause */
     }
     for (i = 0; i < got; i++) {
       if (buf[i] != '\n') {
@@ -446,6 +452,8 @@ static void client_main(void* arg) {
   client_t* cl = arg;
   struct sockaddr_in addr;
   int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int window = 32 * 1024; /* a small receive window, like a slow remote peer */
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &window, sizeof(window));
   memset(&addr, 0, sizeof(addr));
   addr.sin_family = AF_INET;
   addr.sin_port = htons((uint16_t)cl->port);
@@ -502,7 +510,7 @@ int main(int argc, char** argv) {
 
   for (i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--quick") == 0) {
-      opt.rows = 5000;
+      opt.rows = 20000;
     } else if (strcmp(argv[i], "--rows") == 0 && i + 1 < argc) {
       opt.rows = atol(argv[++i]);
       if (opt.rows < 100) opt.rows = 100;
@@ -516,7 +524,7 @@ int main(int argc, char** argv) {
              "same insert and query inline on the loop, and reports how late a 1 ms timer\n"
              "ran each time.\n\n"
              "  --rows N   rows to insert (default 200000)\n"
-             "  --quick    5000 rows (used by the test suite)\n");
+             "  --quick    20000 rows (used by the test suite)\n");
       return strcmp(argv[i], "--help") == 0 ? 0 : 2;
     }
   }
