@@ -173,12 +173,7 @@ int uvt_sync_await(uvt_bridge_t* bridge, uvt_await_cb fn, void* arg) {
     /* A loop function that resolves at once answers within microseconds:
      * spin for that briefly, so the post finds nobody asleep. The wait
      * below then returns at once; either way it consumes the post. */
-    uint64_t until = uv_hrtime() + UVT__AWAIT_SPIN_NS;
-    unsigned i;
-    for (i = 1; uvt__load_acquire(&aw->state) != UVT__AWAIT_RESOLVED; i++) {
-      uvt__cpu_relax();
-      if ((i & 63) == 0 && uv_hrtime() > until) break;
-    }
+    UVT__SPIN_WHILE(uvt__load_acquire(&aw->state) != UVT__AWAIT_RESOLVED, UVT__AWAIT_SPIN_NS);
     uv_sem_wait(&aw->done);
     rc = aw->status; /* ordered by the acquire load or the semaphore */
   }

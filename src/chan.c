@@ -235,14 +235,9 @@ int uvt__core_put(uvt__chan_core_t* core, void* item, uint64_t timeout_ms, int f
     if (!spun) {
       /* The loop frees a quarter of the buffer at a time: wait for that
        * briefly before sleeping, which saves two context switches. */
-      uint64_t until = uv_hrtime() + UVT__PUT_SPIN_NS;
-      unsigned i;
       spun = 1;
       uv_mutex_unlock(&core->mutex);
-      for (i = 1; uvt__load_relaxed(&core->count) >= core->cap; i++) {
-        uvt__cpu_relax();
-        if ((i & 63) == 0 && uv_hrtime() > until) break;
-      }
+      UVT__SPIN_WHILE(uvt__load_relaxed(&core->count) >= core->cap, UVT__PUT_SPIN_NS);
       uv_mutex_lock(&core->mutex);
       continue;
     }

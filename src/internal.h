@@ -76,6 +76,20 @@ static inline void uvt__cpu_relax(void) {
 #endif
 }
 
+/* Spins while cond holds, for at most ns nanoseconds (the clock is read
+ * every 64 rounds only). The one bounded-spin policy of the library: idle
+ * workers, producers facing a full buffer and sync_await callers use it
+ * before they sleep. */
+#define UVT__SPIN_WHILE(cond, ns)                                  \
+  do {                                                             \
+    uint64_t uvt__spin_until = uv_hrtime() + (ns);                 \
+    unsigned uvt__spin_round;                                      \
+    for (uvt__spin_round = 1; (cond); uvt__spin_round++) {         \
+      uvt__cpu_relax();                                            \
+      if ((uvt__spin_round & 63) == 0 && uv_hrtime() > uvt__spin_until) break; \
+    }                                                              \
+  } while (0)
+
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
 #endif

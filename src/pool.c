@@ -235,18 +235,12 @@ static void uvt__run_task(uvt__worker_t* w, uvt__task_t* task) {
 /* Spins briefly for new work with the lock dropped, counted as waking so
  * that submitters leave the work to it. Lock held on entry and exit. */
 static void uvt__spin_locked(uvt_pool_t* pool) {
-  uint64_t deadline;
-  unsigned i;
   pool->spinning++;
   uvt__fetch_add_seq_cst(&pool->waking, 1u);
   uv_mutex_unlock(&pool->mutex);
-  deadline = uv_hrtime() + UVT__SPIN_NS;
-  for (i = 1;; i++) {
-    /* Relaxed: hints; the tasks themselves are taken under the mutex. */
-    if (uvt__load_relaxed(&pool->incoming) != NULL || uvt__load_relaxed(&pool->queued_hint)) break;
-    uvt__cpu_relax();
-    if ((i & 63) == 0 && uv_hrtime() > deadline) break;
-  }
+  /* Relaxed: hints; the tasks themselves are taken under the mutex. */
+  UVT__SPIN_WHILE(uvt__load_relaxed(&pool->incoming) == NULL && !uvt__load_relaxed(&pool->queued_hint),
+                  UVT__SPIN_NS);
   uv_mutex_lock(&pool->mutex);
   pool->spinning--;
 }
