@@ -132,7 +132,8 @@ static void test_stats_and_names(void) {
   uvt_pool_stats_t st;
   uv_loop_t loop;
   uvt_bridge_t b;
-  pjob_t j, sleepy, self_free;
+  pjob_t blocker, j, sleepy, self_free;
+  test_gate_t gate;
   uvt_pool_options_init(&o);
   o.max_threads = 1;
   o.name = "dbworker";
@@ -141,26 +142,36 @@ static void test_stats_and_names(void) {
   memset(&j, 0, sizeof(j));
   memset(&sleepy, 0, sizeof(sleepy));
   memset(&self_free, 0, sizeof(self_free));
+  memset(&blocker, 0, sizeof(blocker));
+  gate_init(&gate);
   ASSERT_OK(uv_loop_init(&loop));
   ASSERT_OK(uvt_bridge_init(&loop, &b, pool));
   ASSERT_PTR_EQ(b.pool, pool);
   ASSERT_PTR_EQ(b.loop, &loop);
+  /* The only thread waits at a gate while the rest is queued, so the job
+   * behind the sleeper surely waits out its whole 5 ms (however long the
+   * thread took to start). */
+  blocker.gate = &gate;
+  ASSERT_OK(uvt_threaded(&b, &blocker.req, pjob_work, pjob_after));
+  gate_await_waiters(&gate, 1);
   ASSERT_OK(uvt_threaded(&b, &sleepy.req, sleepy_work, pjob_after));
   ASSERT_OK(uvt_threaded(&b, &j.req, pjob_work, pjob_after));
   self_free.pool = pool;
   ASSERT_OK(uvt_threaded(&b, &self_free.req, pjob_work, pjob_after));
+  gate_open(&gate);
   ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
   ASSERT_EQ(strcmp(j.name, "dbworker-0"), 0);
   ASSERT_EQ(self_free.rc_free, UV_EBUSY); /* from one of its own threads */
   ASSERT_OK(uvt_pool_stats(pool, &st));
-  ASSERT_EQ(st.submitted, 3);
-  ASSERT_EQ(st.completed, 3);
+  ASSERT_EQ(st.submitted, 4);
+  ASSERT_EQ(st.completed, 4);
   ASSERT_GE(st.run_ns_max, 4000000);  /* the 5 ms sleeper */
   ASSERT_GE(st.run_ns_total, st.run_ns_max);
   ASSERT_GE(st.wait_ns_max, 4000000); /* the second waited behind it */
   ASSERT_GE(st.wait_ns_total, st.wait_ns_max);
   ASSERT_ERR(uvt_pool_free(pool), UV_EBUSY); /* a bridge still uses it */
   test_close_all(&loop, &b);
+  gate_destroy(&gate);
   ASSERT_OK(uvt_pool_free(pool));
 }
 
