@@ -81,12 +81,12 @@ typedef struct uvt__msg_s {
 
 /* A unit of work for the pool. */
 typedef struct uvt__task_s {
-  uvt__qnode_t node;
-  struct uvt__task_s* push_next; /* link in the pool's lock-free submission stack */
+  uvt__qnode_t node; /* in the pool's overflow queue */
   void (*work)(struct uvt__task_s* task); /* worker thread */
   void (*done)(struct uvt__task_s* task); /* worker thread, after the stats */
-  uint64_t submit_ns;
-  int queued; /* guarded by the pool's lock */
+  uint64_t submit_ticks;
+  uint64_t ring_pos; /* where it was put in the pool's ring */
+  int where;         /* ring, overflow queue or neither (see pool.c) */
 } uvt__task_t;
 
 /* The bounded buffer shared by iterators and channels. */

@@ -74,7 +74,7 @@ static int uvt__iter_start(uvt_bridge_t* bridge, uvt_iter_t* it, size_t max_size
   it->uvt__separate = separate;
   it->uvt__task.work = uvt__iter_task_work;
   it->uvt__task.done = uvt__iter_task_done;
-  it->uvt__task.queued = 0;
+  it->uvt__task.where = 0;
   /* Open the buffer first: the generator may yield at once. */
   if ((rc = uvt__core_open(impl, &it->uvt__core, max_size, 1)) != 0) return rc;
   if (separate)

@@ -1,31 +1,45 @@
 /* The thread pool: run queue, parking, elastic sizing, stats.
  *
- * Submission is lock-free: a task is pushed onto the `incoming` stack, and
- * the submitter takes the pool's mutex only when it must wake or start a
- * worker. Workers own the mutex-guarded FIFO run queue: a worker that finds
- * it empty takes the whole incoming stack in one exchange and appends it in
- * submission order. Cancel and stats move the stack into the queue first, so
- * a queued task is always found in O(1) through its intrusive node. Nothing
+ * The run queue is a bounded lock-free MPMC ring (Vyukov's: every cell
+ * carries a sequence number that says whose turn it is), so neither a
+ * submitter nor a worker takes a lock per task, and a burst of submissions
+ * fills consecutive cells that a worker reads a cache line at a time. When
+ * the ring is full, tasks go to an overflow queue under the pool's mutex,
+ * and so do all submissions until it is empty again (so that the overflow
+ * is not starved). A queued task is cancelled in O(1): the loop thread
+ * clears its cell's task pointer with a CAS, and whichever of that CAS and
+ * the worker's exchange of the pointer comes first owns the task. Nothing
  * allocates per task.
  *
  * Idle workers spin briefly (one at a time), then park on their own
  * condition variable in a LIFO list, so the most recently idle (cache-warm)
  * worker is woken first. At most one worker is "waking" at a time
  * (signalled, freshly started or spinning): a submitter wakes nobody while
- * one is on its way, and a worker that takes a task wakes the next one only
- * if work is still waiting, so a burst never wakes every thread at once.
+ * one is on its way, and a waking worker that takes a task wakes the next
+ * one only if work is still waiting, so a burst never wakes every thread at
+ * once.
  *
  * The lost-wake-up race between a submitter and a parking worker is closed
- * Dekker-style with sequentially consistent operations: the submitter pushes,
- * then reads `waking` and `parked`; a worker gives up `waking`, publishes
- * `parked`, then reads `incoming` again before it sleeps. In the single total
- * order either the worker sees the task or the submitter sees the worker. */
+ * Dekker-style with sequentially consistent operations: the submitter
+ * claims its cell (a CAS of enq_pos), then reads `waking` and `parked`; a
+ * worker gives up `waking` or publishes `parked`, then reads enq_pos again.
+ * In the single total order either the worker sees the task or the
+ * submitter sees the worker. */
 #include <stdio.h>
 #include <string.h>
 
 #include "internal.h"
 
 #define UVT__SPIN_NS 20000u /* how long an idle worker looks for work before parking */
+#define UVT__RING_SIZE 4096u /* cells; a power of two */
+
+/* Where a task is queued (task->where). */
+enum { UVT__TASK_OUT = 0, UVT__TASK_IN_RING = 1, UVT__TASK_IN_OVERFLOW = 2 };
+
+typedef struct uvt__cell_s {
+  uint64_t seq; /* pos: free for the put at pos; pos + 1: holds the task put at pos */
+  uvt__task_t* task;
+} uvt__cell_t;
 
 typedef struct uvt__worker_s {
   uvt_pool_t* pool;
@@ -35,27 +49,32 @@ typedef struct uvt__worker_s {
   int signalled;
   unsigned index;
   /* Written only by this worker (relaxed stores, no read-modify-write),
-   * read by uvt_pool_stats: no cache line is shared between workers. */
-  _Alignas(UVT__CACHE_LINE) uint64_t completed;
+   * read by uvt_pool_stats: no cache line is shared between workers. Times
+   * are in ticks of the stats clock (see clock.c). */
+  _Alignas(UVT__CACHE_LINE) uint64_t started;
+  uint64_t completed;
   uint64_t run_ns_total, run_ns_max, wait_ns_total, wait_ns_max;
 } uvt__worker_t;
 
 struct uvt_pool_s {
-  /* Pushed to by submitters. */
-  _Alignas(UVT__CACHE_LINE) uvt__task_t* incoming;
+  /* Written by submitters only. */
+  _Alignas(UVT__CACHE_LINE) uint64_t enq_pos;
+  uint64_t submitted; /* a statistic (relaxed) */
+
+  /* Written by workers only. */
+  _Alignas(UVT__CACHE_LINE) uint64_t deq_pos;
 
   /* Read by submitters without the lock; written under it, atomically. */
   _Alignas(UVT__CACHE_LINE) unsigned parked; /* workers in the idle list */
   unsigned waking;  /* signalled, starting or spinning: will look for work */
   unsigned threads; /* workers alive */
 
-  /* The run queue is not empty: read by spinners, written on change only. */
-  _Alignas(UVT__CACHE_LINE) unsigned queued_hint;
+  /* The overflow queue is not empty: read without the lock, written under it. */
+  _Alignas(UVT__CACHE_LINE) unsigned overflowing;
 
   /* Guarded by mutex. */
   _Alignas(UVT__CACHE_LINE) uv_mutex_t mutex;
-  uvt__qnode_t queue;
-  uint64_t nqueued;
+  uvt__qnode_t overflow;
   uvt__qnode_t idle; /* parked workers, most recently idle first */
   unsigned spinning;
   unsigned spawned; /* dedicated (separate) threads not yet exiting */
@@ -67,13 +86,12 @@ struct uvt_pool_s {
   uvt__reap_t last_exited;
   uvt_pool_options_t opts;
   char name[16];
-  uint64_t cancelled, started;
+  uint64_t cancelled;
   uvt__qnode_t workers; /* every live worker */
-  /* The counters of workers that exited. */
-  uint64_t completed, run_ns_total, run_ns_max, wait_ns_total, wait_ns_max;
+  /* The counters of workers that exited (times in ticks). */
+  uint64_t started, completed, run_ns_total, run_ns_max, wait_ns_total, wait_ns_max;
 
-  /* Bumped by submitters without the lock (relaxed: a statistic). */
-  _Alignas(UVT__CACHE_LINE) uint64_t submitted;
+  uvt__cell_t* ring; /* UVT__RING_SIZE cells, on their own lines */
 };
 
 /* Single-writer counters: a relaxed load and store, no locked instruction. */
@@ -84,11 +102,93 @@ static void uvt__count_max(uint64_t* counter, uint64_t v) {
   if (v > uvt__load_relaxed(counter)) uvt__store_relaxed(counter, v);
 }
 
-/* Sets the spinners' hint when it changes. Lock held. */
-static void uvt__set_queued_hint_locked(uvt_pool_t* pool) {
-  unsigned hint = pool->nqueued != 0;
-  /* Relaxed: a hint; spinners take the lock before they touch a task. */
-  if (uvt__load_relaxed(&pool->queued_hint) != hint) uvt__store_relaxed(&pool->queued_hint, hint);
+/* ---- The ring ------------------------------------------------------------ */
+
+/* Puts task in the ring; returns 0 if the ring is full. */
+static int uvt__ring_put(uvt_pool_t* pool, uvt__task_t* task) {
+  uint64_t pos = uvt__load_relaxed(&pool->enq_pos);
+  uvt__cell_t* cell;
+  for (;;) {
+    int64_t turn;
+    cell = &pool->ring[pos & (UVT__RING_SIZE - 1)];
+    /* Acquire: pairs with the worker's release of the cell, so its exchange
+     * of the previous task pointer is done before we write ours. */
+    turn = (int64_t)(uvt__load_acquire(&cell->seq) - pos);
+    if (turn == 0) {
+      /* Seq_cst: claims the cell and orders the claim before the submitter's
+       * loads of waking/parked (see the top of the file). */
+      if (uvt__cas_weak_seq_cst(&pool->enq_pos, &pos, pos + 1)) break;
+    } else if (turn < 0) {
+      return 0; /* the cell still holds the task put one lap ago: full */
+    } else {
+      pos = uvt__load_relaxed(&pool->enq_pos); /* another submitter took it */
+    }
+  }
+  /* Read by this (the submitting) thread only, in uvt__pool_cancel. */
+  task->ring_pos = pos;
+  task->where = UVT__TASK_IN_RING;
+  /* Relaxed: the release store of seq below publishes it. */
+  uvt__store_relaxed(&cell->task, task);
+  /* Release: publishes the task pointer and the task's fields. */
+  uvt__store_release(&cell->seq, pos + 1);
+  return 1;
+}
+
+/* Takes the oldest task from the ring; NULL if it is empty (or the next
+ * cell is claimed but not yet published). */
+static uvt__task_t* uvt__ring_take(uvt_pool_t* pool) {
+  uint64_t pos = uvt__load_relaxed(&pool->deq_pos);
+  for (;;) {
+    uvt__cell_t* cell = &pool->ring[pos & (UVT__RING_SIZE - 1)];
+    /* Acquire: pairs with the submitter's release store of seq. */
+    int64_t turn = (int64_t)(uvt__load_acquire(&cell->seq) - (pos + 1));
+    if (turn == 0) {
+      /* Relaxed: the cell's seq, not deq_pos, carries the data. */
+      if (uvt__cas_weak_relaxed(&pool->deq_pos, &pos, pos + 1)) {
+        /* Exchange: races with a cancel's CAS on the same pointer; the
+         * single modification order gives the task to exactly one of us.
+         * Acquire: the task's fields were published with the pointer. */
+        uvt__task_t* task = uvt__exchange_acquire(&cell->task, NULL);
+        /* Release: the exchange above happens before the next lap's put. */
+        uvt__store_release(&cell->seq, pos + UVT__RING_SIZE);
+        if (task != NULL) return task;
+        pos = uvt__load_relaxed(&pool->deq_pos); /* cancelled: skip the cell */
+      }
+    } else if (turn < 0) {
+      return NULL;
+    } else {
+      pos = uvt__load_relaxed(&pool->deq_pos); /* another worker took it */
+    }
+  }
+}
+
+/* Whether work waits. Seq_cst loads: the worker's side of the Dekker
+ * handshake (see the top of the file). */
+static int uvt__work_waiting(uvt_pool_t* pool) {
+  return uvt__load_seq_cst(&pool->enq_pos) != uvt__load_seq_cst(&pool->deq_pos) ||
+         uvt__load_seq_cst(&pool->overflowing);
+}
+
+/* Relaxed version for spinners: a hint; the tasks are taken by the ring's
+ * own protocol or under the mutex. */
+static int uvt__work_hint(uvt_pool_t* pool) {
+  return uvt__load_relaxed(&pool->enq_pos) != uvt__load_relaxed(&pool->deq_pos) ||
+         uvt__load_relaxed(&pool->overflowing);
+}
+
+/* Takes the next task: from the ring, else from the overflow queue. */
+static uvt__task_t* uvt__take(uvt_pool_t* pool) {
+  uvt__task_t* task = uvt__ring_take(pool);
+  if (task != NULL || !uvt__load_relaxed(&pool->overflowing)) return task;
+  uv_mutex_lock(&pool->mutex);
+  if (!uvt__queue_empty(&pool->overflow)) {
+    task = uvt__container_of(pool->overflow.next, uvt__task_t, node);
+    uvt__queue_remove(&task->node);
+    task->where = UVT__TASK_OUT;
+    if (uvt__queue_empty(&pool->overflow)) uvt__store_seq_cst(&pool->overflowing, 0u);
+  }
+  uv_mutex_unlock(&pool->mutex);
+  return task;
 }
 
 static UVT__THREAD_LOCAL uvt_pool_t* uvt__tls_pool; /* the pool owning this thread */
@@ -139,29 +239,6 @@ void uvt__reap(uvt__reap_t reap) {
   if (reap.valid) uv_thread_join(&reap.thread);
 }
 
-/* Moves the submitted tasks, oldest first, to the run queue. Lock held. */
-static void uvt__take_incoming_locked(uvt_pool_t* pool) {
-  /* Acquire: pairs with the submitters' CAS, so the tasks' fields are seen. */
-  uvt__task_t* stack = uvt__exchange_acquire(&pool->incoming, NULL);
-  uvt__task_t* fifo = NULL;
-  if (stack == NULL) return;
-  while (stack != NULL) {
-    uvt__task_t* next = stack->push_next;
-    stack->push_next = fifo;
-    fifo = stack;
-    stack = next;
-  }
-  for (; fifo != NULL; fifo = fifo->push_next) {
-    uvt__queue_insert_tail(&pool->queue, &fifo->node);
-    pool->nqueued++;
-  }
-  uvt__set_queued_hint_locked(pool);
-}
-
-static int uvt__work_waiting_locked(uvt_pool_t* pool) {
-  return !uvt__queue_empty(&pool->queue) || uvt__load_relaxed(&pool->incoming) != NULL;
-}
-
 /* Wakes the most recently parked worker. Lock held. */
 static void uvt__wake_one_locked(uvt_pool_t* pool) {
   uvt__worker_t* w = uvt__container_of(pool->idle.next, uvt__worker_t, idle_node);
@@ -175,7 +252,7 @@ static void uvt__wake_one_locked(uvt_pool_t* pool) {
 /* Makes sure someone will take the waiting work: returns 1 when the caller
  * must start a new worker (already counted) after dropping the lock. */
 static int uvt__ensure_taker_locked(uvt_pool_t* pool) {
-  if (uvt__load_relaxed(&pool->waking) > 0 || !uvt__work_waiting_locked(pool)) return 0;
+  if (uvt__load_relaxed(&pool->waking) > 0 || !uvt__work_waiting(pool)) return 0;
   if (!uvt__queue_empty(&pool->idle)) {
     uvt__wake_one_locked(pool);
     return 0;
@@ -216,11 +293,12 @@ static int uvt__start_worker(uvt_pool_t* pool) {
 }
 
 static void uvt__run_task(uvt__worker_t* w, uvt__task_t* task) {
-  uint64_t start = uv_hrtime();
-  uint64_t waited = start - task->submit_ns;
+  uint64_t start = uvt__ticks();
+  uint64_t waited = uvt__ticks_since(task->submit_ticks, start);
   uint64_t took;
+  uvt__count_add(&w->started, 1);
   task->work(task);
-  took = uv_hrtime() - start;
+  took = uvt__ticks_since(start, uvt__ticks());
   /* Relaxed: counters only. They are written before task->done publishes the
    * completion, and the bridge's release/acquire handoff orders them before
    * the loop's read of the stats. */
@@ -232,15 +310,30 @@ static void uvt__run_task(uvt__worker_t* w, uvt__task_t* task) {
   task->done(task); /* the last touch of task */
 }
 
+/* A waking worker found work: it is no longer on its way, so if more work
+ * waits it hands the waking role on (to a parked worker or a new one). */
+static void uvt__worker_found_work(uvt_pool_t* pool) {
+  int spawn;
+  /* Seq_cst, then seq_cst loads in uvt__work_waiting: a submitter that saw
+   * us waking and left its task to us is seen here (see the top). */
+  uvt__fetch_sub_seq_cst(&pool->waking, 1u);
+  if (!uvt__work_waiting(pool)) return;
+  if (uvt__load_seq_cst(&pool->parked) == 0 &&
+      uvt__load_relaxed(&pool->threads) >= pool->opts.max_threads)
+    return;
+  uv_mutex_lock(&pool->mutex);
+  spawn = uvt__ensure_taker_locked(pool);
+  uv_mutex_unlock(&pool->mutex);
+  if (spawn) uvt__start_worker(pool);
+}
+
 /* Spins briefly for new work with the lock dropped, counted as waking so
  * that submitters leave the work to it. Lock held on entry and exit. */
 static void uvt__spin_locked(uvt_pool_t* pool) {
   pool->spinning++;
   uvt__fetch_add_seq_cst(&pool->waking, 1u);
   uv_mutex_unlock(&pool->mutex);
-  /* Relaxed: hints; the tasks themselves are taken under the mutex. */
-  UVT__SPIN_WHILE(uvt__load_relaxed(&pool->incoming) == NULL && !uvt__load_relaxed(&pool->queued_hint),
-                  UVT__SPIN_NS);
+  UVT__SPIN_WHILE(!uvt__work_hint(pool), UVT__SPIN_NS);
   uv_mutex_lock(&pool->mutex);
   pool->spinning--;
 }
@@ -255,7 +348,7 @@ static int uvt__park_locked(uvt_pool_t* pool, uvt__worker_t* w, int* timed_out) 
   uvt__queue_insert_head(&pool->idle, &w->idle_node); /* LIFO: woken first */
   uvt__fetch_add_seq_cst(&pool->parked, 1u);
   /* Seq_cst: published parked, now look again (see the top of the file). */
-  if (uvt__load_seq_cst(&pool->incoming) != NULL) {
+  if (uvt__work_waiting(pool)) {
     uvt__queue_remove(&w->idle_node);
     uvt__fetch_sub_seq_cst(&pool->parked, 1u);
     return 0;
@@ -294,25 +387,22 @@ static void uvt__worker_main(void* arg) {
   uv_mutex_lock(&pool->mutex);
   uvt__queue_insert_tail(&pool->workers, &w->all_node);
   for (;;) {
+    uvt__task_t* task;
     int timed_out;
-    if (uvt__queue_empty(&pool->queue)) uvt__take_incoming_locked(pool);
-    if (!uvt__queue_empty(&pool->queue)) {
-      uvt__task_t* task = uvt__container_of(pool->queue.next, uvt__task_t, node);
-      int spawn;
-      uvt__queue_remove(&task->node);
-      task->queued = 0;
-      pool->nqueued--;
-      uvt__set_queued_hint_locked(pool);
-      pool->started++;
+    uv_mutex_unlock(&pool->mutex);
+    while ((task = uvt__take(pool)) != NULL) {
       if (waking) {
-        uvt__fetch_sub_seq_cst(&pool->waking, 1u);
         waking = 0;
+        uvt__worker_found_work(pool);
       }
       spun = 0;
-      spawn = uvt__ensure_taker_locked(pool);
-      uv_mutex_unlock(&pool->mutex);
-      if (spawn) uvt__start_worker(pool);
       uvt__run_task(w, task);
+    }
+    uv_mutex_lock(&pool->mutex);
+    if (uvt__work_waiting(pool)) {
+      /* A put claimed its cell but has not published it yet. */
+      uv_mutex_unlock(&pool->mutex);
+      uvt__thread_yield();
       uv_mutex_lock(&pool->mutex);
       continue;
     }
@@ -334,7 +424,7 @@ static void uvt__worker_main(void* arg) {
     if (pool->shutdown) break;
     /* Threads above min_threads give up after idle_timeout_ms. */
     if (timed_out && uvt__load_relaxed(&pool->threads) > pool->opts.min_threads &&
-        !uvt__work_waiting_locked(pool))
+        !uvt__work_waiting(pool))
       break;
   }
 
@@ -342,6 +432,7 @@ static void uvt__worker_main(void* arg) {
    * uvt_pool_free) joins us. After the unlock nothing of the pool is touched. */
   uvt__fetch_sub_seq_cst(&pool->threads, 1u);
   uvt__queue_remove(&w->all_node);
+  pool->started += w->started;
   pool->completed += w->completed;
   pool->run_ns_total += w->run_ns_total;
   pool->wait_ns_total += w->wait_ns_total;
@@ -366,14 +457,24 @@ int uvt_pool_new(uvt_pool_t** out, const uvt_pool_options_t* opts) {
     opts = &defaults;
   }
   if (opts->max_threads == 0 || opts->min_threads > opts->max_threads) return UV_EINVAL;
+  uvt__clock_init();
 
   pool = uvt__aligned_alloc(UVT__CACHE_LINE, sizeof(*pool));
   if (pool == NULL) return UV_ENOMEM;
   memset(pool, 0, sizeof(*pool));
+  pool->ring = uvt__aligned_alloc(UVT__CACHE_LINE, UVT__RING_SIZE * sizeof(uvt__cell_t));
+  if (pool->ring == NULL) {
+    uvt__free(pool);
+    return UV_ENOMEM;
+  }
+  for (i = 0; i < UVT__RING_SIZE; i++) {
+    pool->ring[i].seq = i; /* free for the put at position i */
+    pool->ring[i].task = NULL;
+  }
   pool->opts = *opts;
   snprintf(pool->name, sizeof(pool->name), "%.10s", opts->name ? opts->name : "uvt");
   pool->opts.name = pool->name;
-  uvt__queue_init(&pool->queue);
+  uvt__queue_init(&pool->overflow);
   uvt__queue_init(&pool->idle);
   uvt__queue_init(&pool->workers);
   if ((rc = uv_mutex_init(&pool->mutex)) != 0) goto fail_mutex;
@@ -393,6 +494,7 @@ int uvt_pool_new(uvt_pool_t** out, const uvt_pool_options_t* opts) {
 fail_cond:
   uv_mutex_destroy(&pool->mutex);
 fail_mutex:
+  uvt__free(pool->ring);
   uvt__free(pool);
   return rc;
 }
@@ -415,6 +517,7 @@ int uvt_pool_free(uvt_pool_t* pool) {
   uvt__reap(pool->last_exited);
   uv_cond_destroy(&pool->exited);
   uv_mutex_destroy(&pool->mutex);
+  uvt__free(pool->ring);
   uvt__free(pool);
   return 0;
 }
@@ -456,15 +559,18 @@ uvt_pool_t* uvt_pool_default(void) {
 int uvt_pool_stats(uvt_pool_t* pool, uvt_pool_stats_t* out) {
   uvt__qnode_t* n;
   uint64_t started;
+  double ns_per_tick;
   if (pool == NULL || out == NULL) return UV_EINVAL;
+  ns_per_tick = uvt__ns_per_tick();
   memset(out, 0, sizeof(*out));
   uv_mutex_lock(&pool->mutex);
-  uvt__take_incoming_locked(pool); /* so that queued counts them */
-  /* started is counted (under the lock) before a task runs, completed after
-   * it: reading started first keeps running = started - completed >= 0
-   * while workers keep going. */
-  started = pool->started;
+  /* Every counter only grows, and a task is counted in completed after
+   * started, and in started or cancelled after submitted: reading them in
+   * that order keeps running and queued from going negative (they are
+   * clamped anyway, since relaxed reads of different threads' counters
+   * promise no order). */
   out->completed = pool->completed;
+  started = pool->started;
   out->run_ns_total = pool->run_ns_total;
   out->run_ns_max = pool->run_ns_max;
   out->wait_ns_total = pool->wait_ns_total;
@@ -478,74 +584,88 @@ int uvt_pool_stats(uvt_pool_t* pool, uvt_pool_stats_t* out) {
     if ((v = uvt__load_relaxed(&w->run_ns_max)) > out->run_ns_max) out->run_ns_max = v;
     if ((v = uvt__load_relaxed(&w->wait_ns_max)) > out->wait_ns_max) out->wait_ns_max = v;
   }
+  for (n = pool->workers.next; n != &pool->workers; n = n->next)
+    started += uvt__load_relaxed(&uvt__container_of(n, uvt__worker_t, all_node)->started);
+  out->cancelled = pool->cancelled;
+  out->submitted = uvt__load_relaxed(&pool->submitted);
+  out->run_ns_total = (uint64_t)((double)out->run_ns_total * ns_per_tick);
+  out->run_ns_max = (uint64_t)((double)out->run_ns_max * ns_per_tick);
+  out->wait_ns_total = (uint64_t)((double)out->wait_ns_total * ns_per_tick);
+  out->wait_ns_max = (uint64_t)((double)out->wait_ns_max * ns_per_tick);
   out->threads = uvt__load_relaxed(&pool->threads);
   out->idle_threads = uvt__load_relaxed(&pool->parked) + pool->spinning;
-  out->submitted = uvt__load_relaxed(&pool->submitted);
-  out->cancelled = pool->cancelled;
-  out->queued = pool->nqueued;
-  out->running = started - out->completed;
+  out->running = started > out->completed ? started - out->completed : 0;
+  out->queued = out->submitted > started + out->cancelled ? out->submitted - started - out->cancelled : 0;
   uv_mutex_unlock(&pool->mutex);
   return 0;
 }
 
-/* Withdraws task if it is still waiting. Lock held. */
-static int uvt__withdraw_locked(uvt_pool_t* pool, uvt__task_t* task) {
-  uvt__take_incoming_locked(pool);
-  if (!task->queued) return 0;
-  uvt__queue_remove(&task->node);
-  task->queued = 0;
-  pool->nqueued--;
-  uvt__set_queued_hint_locked(pool);
-  return 1;
+/* Withdraws task if no worker has taken it yet. Called by the thread that
+ * submitted it (the only one that may read ring_pos). */
+static int uvt__withdraw(uvt_pool_t* pool, uvt__task_t* task) {
+  int withdrawn = 0;
+  if (task->where == UVT__TASK_IN_RING) {
+    uvt__cell_t* cell = &pool->ring[task->ring_pos & (UVT__RING_SIZE - 1)];
+    uvt__task_t* expected = task;
+    /* Races with the worker's exchange in uvt__ring_take: one of them gets
+     * the task. If the cell has moved on, it holds NULL or another task. */
+    withdrawn = uvt__cas_strong_seq_cst(&cell->task, &expected, NULL);
+  } else {
+    uv_mutex_lock(&pool->mutex);
+    if (task->where == UVT__TASK_IN_OVERFLOW) {
+      uvt__queue_remove(&task->node);
+      if (uvt__queue_empty(&pool->overflow)) uvt__store_seq_cst(&pool->overflowing, 0u);
+      withdrawn = 1;
+    }
+    uv_mutex_unlock(&pool->mutex);
+  }
+  if (withdrawn) task->where = UVT__TASK_OUT;
+  return withdrawn;
 }
 
 int uvt__pool_submit(uvt_pool_t* pool, uvt__task_t* task) {
-  uvt__task_t* head;
-  int spawn;
+  int spawn = 0;
   int rc;
-  task->submit_ns = uv_hrtime();
-  /* Read and written under the mutex once the task is taken off the stack. */
-  task->queued = 1;
+  task->submit_ticks = uvt__ticks();
   uvt__fetch_add_relaxed(&pool->submitted, 1u);
-  head = uvt__load_relaxed(&pool->incoming);
-  do {
-    task->push_next = head;
-    /* Seq_cst: publishes the task (release) and orders the push before the
-     * loads of waking/parked below (see the top of the file). */
-  } while (!uvt__cas_weak_seq_cst(&pool->incoming, &head, task));
-
-  /* Fast path: someone is on the way, or every thread is busy at the cap. */
-  if (uvt__load_seq_cst(&pool->waking) > 0) return 0;
-  if (uvt__load_seq_cst(&pool->parked) == 0 &&
-      uvt__load_relaxed(&pool->threads) >= pool->opts.max_threads)
-    return 0;
-
-  uv_mutex_lock(&pool->mutex);
-  spawn = uvt__ensure_taker_locked(pool);
-  uv_mutex_unlock(&pool->mutex);
+  /* Relaxed: a hint. Missing a fresh overflow only reorders a task. */
+  if (uvt__load_relaxed(&pool->overflowing) || !uvt__ring_put(pool, task)) {
+    uv_mutex_lock(&pool->mutex);
+    uvt__queue_insert_tail(&pool->overflow, &task->node);
+    task->where = UVT__TASK_IN_OVERFLOW;
+    /* Seq_cst: seen by uvt__work_waiting; parking workers hold the lock. */
+    uvt__store_seq_cst(&pool->overflowing, 1u);
+    spawn = uvt__ensure_taker_locked(pool);
+    uv_mutex_unlock(&pool->mutex);
+  } else {
+    /* Fast path: someone is on the way, or every thread is busy at the cap.
+     * Seq_cst loads after the seq_cst claim of the cell (see the top). */
+    if (uvt__load_seq_cst(&pool->waking) > 0) return 0;
+    if (uvt__load_seq_cst(&pool->parked) == 0 &&
+        uvt__load_relaxed(&pool->threads) >= pool->opts.max_threads)
+      return 0;
+    uv_mutex_lock(&pool->mutex);
+    spawn = uvt__ensure_taker_locked(pool);
+    uv_mutex_unlock(&pool->mutex);
+  }
   if (!spawn) return 0;
   rc = uvt__start_worker(pool);
   if (rc == 0) return 0;
   /* No new thread: the existing ones will get to the task, unless there are
    * none, in which case it is withdrawn and the caller told. */
-  uv_mutex_lock(&pool->mutex);
-  if (uvt__load_relaxed(&pool->threads) == 0 && uvt__withdraw_locked(pool, task))
+  if (uvt__load_seq_cst(&pool->threads) == 0 && uvt__withdraw(pool, task)) {
     uvt__fetch_sub_seq_cst(&pool->submitted, 1u);
-  else
-    rc = 0;
-  uv_mutex_unlock(&pool->mutex);
-  return rc;
+    return rc;
+  }
+  return 0;
 }
 
 int uvt__pool_cancel(uvt_pool_t* pool, uvt__task_t* task) {
-  int rc = UV_EBUSY;
+  if (!uvt__withdraw(pool, task)) return UV_EBUSY;
   uv_mutex_lock(&pool->mutex);
-  if (uvt__withdraw_locked(pool, task)) {
-    pool->cancelled++;
-    rc = 0;
-  }
+  pool->cancelled++;
   uv_mutex_unlock(&pool->mutex);
-  return rc;
+  return 0;
 }
 
 void uvt__pool_attach(uvt_pool_t* pool) {

@@ -76,7 +76,7 @@ static int uvt__work_submit(uvt_bridge_t* bridge, uvt_work_t* req, uvt_work_cb w
   req->uvt__msg.deliver = uvt__work_deliver;
   req->uvt__task.work = uvt__work_task_run;
   req->uvt__task.done = uvt__work_task_done;
-  req->uvt__task.queued = 0;
+  req->uvt__task.where = 0;
 
   /* The completion is delivered on this thread, after we return, so the
    * bookkeeping below cannot race with it. */
