@@ -173,8 +173,7 @@ static double libuv_tput(long n) {
   return libuv_tput_once(n);
 }
 
-static void scenario_tput(const unsigned* threads, int nthreads, const char* prefix) {
-  long n = smoke ? 20000 : 400000;
+static void scenario_tput(const unsigned* threads, int nthreads, const char* prefix, long n) {
   int k, r;
   for (k = 0; k < nthreads; k++) {
     double o[32], u[32];
@@ -830,10 +829,10 @@ int main(int argc, char** argv) {
   for (i = 1; i < argc; i++)
     if ((strcmp(argv[i], "--runs") == 0 || strcmp(argv[i], "--json") == 0) && i + 1 < argc)
       argv[++i] = (char*)"-";
-  if (wanted(argc, argv, 1, "tput")) scenario_tput(tput_threads, 3, "tput");
+  if (wanted(argc, argv, 1, "tput")) scenario_tput(tput_threads, 3, "tput", smoke ? 20000 : 2000000);
   if (wanted(argc, argv, 1, "latency")) scenario_latency();
   if (wanted(argc, argv, 1, "blocking")) scenario_blocking();
-  if (wanted(argc, argv, 1, "scaling")) scenario_tput(scaling_threads, 5, "scaling");
+  if (wanted(argc, argv, 1, "scaling")) scenario_tput(scaling_threads, 5, "scaling", smoke ? 20000 : 400000);
   if (wanted(argc, argv, 1, "lag")) scenario_lag();
   if (wanted(argc, argv, 1, "idle")) scenario_idle();
   if (wanted(argc, argv, 1, "streams")) scenario_streams();

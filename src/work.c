@@ -87,8 +87,8 @@ static int uvt__work_submit(uvt_bridge_t* bridge, uvt_work_t* req, uvt_work_cb w
   if (rc != 0) return rc;
 
   uvt__queue_insert_tail(&impl->works, &req->uvt__bridge_node);
-  impl->active++;
-  uvt__bridge_update_ref(impl);
+  /* Only the first request in flight changes the handle's ref state. */
+  if (impl->active++ == 0) uvt__bridge_update_ref(impl);
   req->uvt__tag = UVT__TAG(req, UVT__KIND_WORK);
   return 0;
 }
