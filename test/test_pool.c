@@ -233,6 +233,100 @@ static void test_shared_pool(void) {
   ASSERT_OK(uvt_pool_free(pool));
 }
 
+/* The run queue's ring, hammered: several loops put bursts larger than the
+ * ring (4096 cells), so that the overflow queue is used too; every other
+ * request is cancelled right after it is put, racing the workers' takes;
+ * every request is reused for several rounds, so cells go round many laps.
+ * Each request must be delivered exactly once per round, cancelled (and
+ * then never run) exactly when uvt_cancel said so, and the books balance. */
+#define RING_LOOPS 3
+#define RING_BURST 6000
+#define RING_ROUNDS 4
+typedef struct {
+  uvt_work_t req;
+  int runs, deliveries, cancel_rc;
+} ring_req_t;
+typedef struct {
+  uvt_pool_t* pool;
+  uvt_bridge_t b;
+  ring_req_t reqs[RING_BURST];
+  long delivered, cancelled;
+} ring_ctx_t;
+
+static void ring_work(uvt_work_t* req) {
+  ring_req_t* r = (ring_req_t*)req; /* req is its first member */
+  r->runs++;
+}
+static void ring_after(uvt_work_t* req, int status) {
+  ring_req_t* r = (ring_req_t*)req; /* req is its first member */
+  ring_ctx_t* c = req->data;
+  r->deliveries++;
+  if (r->cancel_rc == 0) {
+    ASSERT_EQ(status, UV_ECANCELED);
+    c->cancelled++;
+  } else {
+    ASSERT_EQ(status, 0);
+  }
+  c->delivered++;
+}
+
+static void ring_loop_main(void* arg) {
+  ring_ctx_t* c = arg;
+  uv_loop_t loop;
+  int i, round;
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &c->b, c->pool));
+  for (round = 1; round <= RING_ROUNDS; round++) {
+    for (i = 0; i < RING_BURST; i++) {
+      ring_req_t* r = &c->reqs[i];
+      r->req.data = c;
+      r->cancel_rc = UV_EBUSY;
+      ASSERT_OK(uvt_threaded(&c->b, &r->req, ring_work, ring_after));
+      if (i % 2 == 0) r->cancel_rc = uvt_cancel(&r->req);
+    }
+    ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+    for (i = 0; i < RING_BURST; i++) {
+      ring_req_t* r = &c->reqs[i];
+      ASSERT_EQ(r->deliveries, round);
+      /* A request whose cancel succeeded never ran in that round. */
+      ASSERT_LE(r->runs, round);
+      if (i % 2 != 0) ASSERT_EQ(r->cancel_rc, UV_EBUSY);
+    }
+  }
+  ASSERT_EQ(c->delivered, (long)RING_BURST * RING_ROUNDS);
+  ASSERT_OK(uvt_bridge_close(&c->b, NULL));
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_OK(uv_loop_close(&loop));
+}
+
+static void test_ring_stress(void) {
+  uvt_pool_t* pool = test_pool(4, 4);
+  uvt_pool_stats_t st;
+  static ring_ctx_t ctx[RING_LOOPS];
+  uv_thread_t threads[RING_LOOPS];
+  uint64_t runs = 0, cancelled = 0;
+  int i, k;
+  memset(ctx, 0, sizeof(ctx));
+  for (i = 0; i < RING_LOOPS; i++) {
+    ctx[i].pool = pool;
+    ASSERT_OK(uv_thread_create(&threads[i], ring_loop_main, &ctx[i]));
+  }
+  for (i = 0; i < RING_LOOPS; i++) ASSERT_OK(uv_thread_join(&threads[i]));
+  for (i = 0; i < RING_LOOPS; i++) {
+    for (k = 0; k < RING_BURST; k++) runs += (uint64_t)ctx[i].reqs[k].runs;
+    cancelled += (uint64_t)ctx[i].cancelled;
+  }
+  /* Every delivery was either a run or a successful cancel. */
+  ASSERT_EQ(runs + cancelled, (uint64_t)RING_LOOPS * RING_BURST * RING_ROUNDS);
+  ASSERT_OK(uvt_pool_stats(pool, &st));
+  ASSERT_EQ(st.submitted, (uint64_t)RING_LOOPS * RING_BURST * RING_ROUNDS);
+  ASSERT_EQ(st.completed, runs);
+  ASSERT_EQ(st.cancelled, cancelled);
+  ASSERT_EQ(st.queued, 0);
+  ASSERT_EQ(st.running, 0);
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
 /* CTest runs this executable with UVT_POOL_SIZE=2. */
 static void test_default_pool(void) {
   uvt_pool_t* def = uvt_pool_default();
@@ -268,6 +362,6 @@ static void test_default_pool(void) {
   gate_destroy(&gate);
 }
 
-TEST_MAIN(TEST(test_options_defaults), TEST(test_pool_errors), TEST(test_min_threads_start),
+TEST_MAIN(TEST(test_options_defaults), TEST(test_ring_stress), TEST(test_pool_errors), TEST(test_min_threads_start),
           TEST(test_elastic), TEST(test_stats_and_names), TEST(test_shared_pool),
           TEST(test_default_pool))
