@@ -39,7 +39,11 @@
 #define UVT__SPIN_NS 20000u
 #define UVT__RING_SIZE 4096u /* cells; a power of two */
 
-/* Where a task is queued (task->where). */
+/* Where a task is queued (task->where). The submitting thread writes it
+ * when it puts the task; a worker that takes a task from the overflow
+ * queue sets it to OUT under the mutex while the submitter may be reading
+ * it, hence relaxed atomics (a ring task's is written by its submitter
+ * only, so reading IN_RING without the lock is exact). */
 enum { UVT__TASK_OUT = 0, UVT__TASK_IN_RING = 1, UVT__TASK_IN_OVERFLOW = 2 };
 
 typedef struct uvt__cell_s {
@@ -133,7 +137,7 @@ static int uvt__ring_put(uvt_pool_t* pool, uvt__task_t* task) {
   }
   /* Read by this (the submitting) thread only, in uvt__pool_cancel. */
   task->ring_pos = pos;
-  task->where = UVT__TASK_IN_RING;
+  uvt__store_relaxed(&task->where, UVT__TASK_IN_RING);
   /* Relaxed: the release store of seq below publishes it. */
   uvt__store_relaxed(&cell->task, task);
   /* Release: publishes the task pointer and the task's fields. */
@@ -198,7 +202,7 @@ static uvt__task_t* uvt__take(uvt_pool_t* pool) {
   if (!uvt__queue_empty(&pool->overflow)) {
     task = uvt__container_of(pool->overflow.next, uvt__task_t, node);
     uvt__queue_remove(&task->node);
-    task->where = UVT__TASK_OUT;
+    uvt__store_relaxed(&task->where, UVT__TASK_OUT);
     if (uvt__queue_empty(&pool->overflow)) uvt__store_seq_cst(&pool->overflowing, 0u);
   }
   uv_mutex_unlock(&pool->mutex);
@@ -621,7 +625,7 @@ int uvt_pool_stats(uvt_pool_t* pool, uvt_pool_stats_t* out) {
  * submitted it (the only one that may read ring_pos). */
 static int uvt__withdraw(uvt_pool_t* pool, uvt__task_t* task) {
   int withdrawn = 0;
-  if (task->where == UVT__TASK_IN_RING) {
+  if (uvt__load_relaxed(&task->where) == UVT__TASK_IN_RING) {
     uvt__cell_t* cell = &pool->ring[task->ring_pos & (UVT__RING_SIZE - 1)];
     uvt__task_t* expected = task;
     /* Races with the worker's exchange in uvt__ring_take: one of them gets
@@ -629,14 +633,14 @@ static int uvt__withdraw(uvt_pool_t* pool, uvt__task_t* task) {
     withdrawn = uvt__cas_strong_seq_cst(&cell->task, &expected, NULL);
   } else {
     uv_mutex_lock(&pool->mutex);
-    if (task->where == UVT__TASK_IN_OVERFLOW) {
+    if (uvt__load_relaxed(&task->where) == UVT__TASK_IN_OVERFLOW) {
       uvt__queue_remove(&task->node);
       if (uvt__queue_empty(&pool->overflow)) uvt__store_seq_cst(&pool->overflowing, 0u);
       withdrawn = 1;
     }
     uv_mutex_unlock(&pool->mutex);
   }
-  if (withdrawn) task->where = UVT__TASK_OUT;
+  if (withdrawn) uvt__store_relaxed(&task->where, UVT__TASK_OUT);
   return withdrawn;
 }
 
@@ -648,7 +652,7 @@ int uvt__pool_submit(uvt_pool_t* pool, uvt__task_t* task) {
   if (uvt__load_relaxed(&pool->overflowing) || !uvt__ring_put(pool, task)) {
     uv_mutex_lock(&pool->mutex);
     uvt__queue_insert_tail(&pool->overflow, &task->node);
-    task->where = UVT__TASK_IN_OVERFLOW;
+    uvt__store_relaxed(&task->where, UVT__TASK_IN_OVERFLOW);
     pool->overflowed++;
     /* Seq_cst: seen by uvt__work_waiting; parking workers hold the lock. */
     uvt__store_seq_cst(&pool->overflowing, 1u);
