@@ -285,6 +285,21 @@ static int uvt__ensure_taker_locked(uvt_pool_t* pool) {
 
 static void uvt__worker_main(void* arg);
 
+/* uvt__ensure_taker_locked from outside the lock, which it skips when
+ * there is nobody to wake and no room for a new thread. */
+static int uvt__ensure_taker(uvt_pool_t* pool) {
+  int spawn;
+  /* Seq_cst: read after the caller's seq_cst claim of a cell or drop of
+   * waking (see the top of the file). */
+  if (uvt__load_seq_cst(&pool->parked) == 0 &&
+      uvt__load_relaxed(&pool->threads) >= pool->opts.max_threads)
+    return 0;
+  uv_mutex_lock(&pool->mutex);
+  spawn = uvt__ensure_taker_locked(pool);
+  uv_mutex_unlock(&pool->mutex);
+  return spawn;
+}
+
 /* Starts a worker already counted in threads and waking. */
 static int uvt__start_worker(uvt_pool_t* pool) {
   uvt__worker_t* w = uvt__calloc(1, sizeof(*w));
@@ -331,18 +346,10 @@ static void uvt__run_task(uvt__worker_t* w, uvt__task_t* task) {
 /* A waking worker found work: it is no longer on its way, so if more work
  * waits it hands the waking role on (to a parked worker or a new one). */
 static void uvt__worker_found_work(uvt_pool_t* pool) {
-  int spawn;
   /* Seq_cst, then seq_cst loads in uvt__work_waiting: a submitter that saw
    * us waking and left its task to us is seen here (see the top). */
   uvt__fetch_sub_seq_cst(&pool->waking, 1u);
-  if (!uvt__work_waiting(pool)) return;
-  if (uvt__load_seq_cst(&pool->parked) == 0 &&
-      uvt__load_relaxed(&pool->threads) >= pool->opts.max_threads)
-    return;
-  uv_mutex_lock(&pool->mutex);
-  spawn = uvt__ensure_taker_locked(pool);
-  uv_mutex_unlock(&pool->mutex);
-  if (spawn) uvt__start_worker(pool);
+  if (uvt__work_waiting(pool) && uvt__ensure_taker(pool)) uvt__start_worker(pool);
 }
 
 /* Spins briefly for new work with the lock dropped, counted as waking so
@@ -600,13 +607,12 @@ int uvt_pool_stats(uvt_pool_t* pool, uvt_pool_stats_t* out) {
     uvt__worker_t* w = uvt__container_of(n, uvt__worker_t, all_node);
     uint64_t v;
     out->completed += uvt__load_relaxed(&w->completed);
+    started += uvt__load_relaxed(&w->started);
     out->run_ns_total += uvt__load_relaxed(&w->run_ns_total);
     out->wait_ns_total += uvt__load_relaxed(&w->wait_ns_total);
     if ((v = uvt__load_relaxed(&w->run_ns_max)) > out->run_ns_max) out->run_ns_max = v;
     if ((v = uvt__load_relaxed(&w->wait_ns_max)) > out->wait_ns_max) out->wait_ns_max = v;
   }
-  for (n = pool->workers.next; n != &pool->workers; n = n->next)
-    started += uvt__load_relaxed(&uvt__container_of(n, uvt__worker_t, all_node)->started);
   out->cancelled = pool->cancelled;
   out->submitted = uvt__load_relaxed(&pool->enq_pos) + pool->overflowed - pool->refused;
   out->run_ns_total = (uint64_t)((double)out->run_ns_total * ns_per_tick);
@@ -659,15 +665,10 @@ int uvt__pool_submit(uvt_pool_t* pool, uvt__task_t* task) {
     spawn = uvt__ensure_taker_locked(pool);
     uv_mutex_unlock(&pool->mutex);
   } else {
-    /* Fast path: someone is on the way, or every thread is busy at the cap.
-     * Seq_cst loads after the seq_cst claim of the cell (see the top). */
+    /* Fast path: someone is on the way. Seq_cst load after the seq_cst
+     * claim of the cell (see the top). */
     if (uvt__load_seq_cst(&pool->waking) > 0) return 0;
-    if (uvt__load_seq_cst(&pool->parked) == 0 &&
-        uvt__load_relaxed(&pool->threads) >= pool->opts.max_threads)
-      return 0;
-    uv_mutex_lock(&pool->mutex);
-    spawn = uvt__ensure_taker_locked(pool);
-    uv_mutex_unlock(&pool->mutex);
+    spawn = uvt__ensure_taker(pool);
   }
   if (!spawn) return 0;
   rc = uvt__start_worker(pool);
