@@ -8,9 +8,10 @@
  * itself, so a flood of completions never starves timers and sockets.
  *
  * A producer still touches the bridge after its push makes the message
- * visible (it calls uv_async_send), so every producer holds `senders` around
- * its push and the teardown waits for senders to reach zero before closing
- * the async handle. */
+ * visible if it calls uv_async_send, so a producer whose push may find the
+ * stack empty holds `senders` around it (uvt_call and uvt_sync_await
+ * always do, to check for a close) and the teardown waits for senders to
+ * reach zero before closing the async handle. */
 #include <string.h>
 
 #include "internal.h"
@@ -61,11 +62,26 @@ static void uvt__bridge_push(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
 }
 
 void uvt__bridge_post(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
-  uvt__fetch_add_seq_cst(&impl->senders, 1u);
-  uvt__bridge_push(impl, msg);
+  uvt__msg_t* head = uvt__load_relaxed(&impl->inbox);
+  int held = 0;
+  /* Only a push onto an empty stack touches the bridge afterwards (its
+   * uv_async_send), so only a sender that may make that push holds
+   * `senders`, taken before the push; the others cost one CAS. Once the
+   * loop has taken this message the bridge may end, but not while we hold
+   * senders: the loop read our push, which comes after our increment. */
+  for (;;) {
+    if (head == NULL && !held) {
+      uvt__fetch_add_seq_cst(&impl->senders, 1u);
+      held = 1;
+    }
+    msg->next = head;
+    /* Release: as in uvt__bridge_push. */
+    if (uvt__cas_weak_release(&impl->inbox, &head, msg)) break;
+  }
+  if (head == NULL) uv_async_send(&impl->async);
   /* Release: our last touch of the bridge happens before the teardown's
    * acquire load sees zero. */
-  uvt__fetch_sub_release(&impl->senders, 1u);
+  if (held) uvt__fetch_sub_release(&impl->senders, 1u);
 }
 
 int uvt__bridge_post_if_open(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
@@ -121,7 +137,7 @@ static void uvt__bridge_closed_cb(uv_handle_t* handle) {
   uv_mutex_destroy(&impl->await_mutex);
   uvt__store_relaxed(&bridge->uvt__tag, (uintptr_t)0);
   bridge->uvt__impl = NULL;
-  uvt__pool_detach(bridge->pool);
+  uvt__pool_detach(bridge->pool, impl->producer.sole);
   uvt__free(impl);
   if (cb != NULL) cb(bridge);
 }
@@ -149,6 +165,8 @@ static void uvt__bridge_drain(uv_async_t* async) {
    * this thread writes it (see uvt__bridge_on_loop_thread). */
   uvt__store_relaxed(&impl->loop_thread, uv_thread_self());
 
+  /* Callbacks submit in a batch: one wake-up check at its end serves all. */
+  impl->producer.batching = 1;
   while (budget > 0) {
     uvt__msg_t* msg = impl->ready_head;
     unsigned used;
@@ -160,6 +178,11 @@ static void uvt__bridge_drain(uv_async_t* async) {
     if (impl->ready_head == NULL) impl->ready_tail = NULL;
     used = msg->deliver(msg, budget);
     budget = used >= budget ? 0 : budget - used;
+  }
+  impl->producer.batching = 0;
+  if (impl->producer.recheck) {
+    impl->producer.recheck = 0;
+    uvt__pool_recheck(impl->bridge->pool);
   }
   if (budget == 0 && (impl->ready_head != NULL || uvt__load_relaxed(&impl->inbox) != NULL))
     uv_async_send(async);
@@ -182,8 +205,15 @@ int uvt_bridge_init(uv_loop_t* loop, uvt_bridge_t* bridge, uvt_pool_t* pool) {
   memset(impl, 0, sizeof(*impl));
   rc = uv_mutex_init(&impl->await_mutex);
   if (rc != 0) goto fail;
+  rc = uvt__pool_attach(pool);
+  if (rc < 0) {
+    uv_mutex_destroy(&impl->await_mutex);
+    goto fail;
+  }
+  impl->producer.sole = rc;
   rc = uv_async_init(loop, &impl->async, uvt__bridge_drain);
   if (rc != 0) {
+    uvt__pool_detach(pool, impl->producer.sole);
     uv_mutex_destroy(&impl->await_mutex);
     goto fail;
   }
@@ -192,7 +222,6 @@ int uvt_bridge_init(uv_loop_t* loop, uvt_bridge_t* bridge, uvt_pool_t* pool) {
   impl->loop_thread = uv_thread_self();
   uvt__queue_init(&impl->works);
   uvt__queue_init(&impl->chans);
-  uvt__pool_attach(pool);
 
   bridge->loop = loop;
   bridge->pool = pool;

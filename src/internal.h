@@ -61,6 +61,7 @@
 #define uvt__fetch_sub_release(p, v) __atomic_fetch_sub((p), (v), __ATOMIC_RELEASE)
 #define uvt__fetch_sub_seq_cst(p, v) __atomic_fetch_sub((p), (v), __ATOMIC_SEQ_CST)
 #define uvt__exchange_acquire(p, v) __atomic_exchange_n((p), (v), __ATOMIC_ACQUIRE)
+#define uvt__fence_seq_cst() __atomic_thread_fence(__ATOMIC_SEQ_CST)
 /* Weak CAS, sequentially consistent on success. */
 #define uvt__cas_weak_seq_cst(p, expected, desired) \
   __atomic_compare_exchange_n((p), (expected), (desired), 1, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)
@@ -184,13 +185,26 @@ void* uvt__context_swap(void* ctx);
 
 /* ---- Pool (pool.c): the replaceable engine behind the public pool ------- */
 
+/* How one loop thread submits to a pool (a bridge holds one). */
+typedef struct uvt__producer_s {
+  int sole;     /* the sole producer of the pool's own ring (uvt__pool_attach) */
+  int batching; /* in a batch that ends with uvt__pool_recheck */
+  int recheck;  /* a submit of the batch left its wake-up check to the end */
+} uvt__producer_t;
+
 /* Queues task; 0, or UV_EAGAIN (or the thread error) when the pool has no
- * thread and cannot start one. Any thread. */
-int uvt__pool_submit(uvt_pool_t* pool, uvt__task_t* task);
+ * thread and cannot start one. The producer's loop thread only (any thread
+ * with a producer that is neither sole nor batching). */
+int uvt__pool_submit(uvt_pool_t* pool, uvt__task_t* task, uvt__producer_t* producer);
+/* Ends a batch of submits: does the wake-up check they left to it. */
+void uvt__pool_recheck(uvt_pool_t* pool);
 /* 0 and the task is removed if it was still queued, else UV_EBUSY. */
 int uvt__pool_cancel(uvt_pool_t* pool, uvt__task_t* task);
-void uvt__pool_attach(uvt_pool_t* pool);
-void uvt__pool_detach(uvt_pool_t* pool);
+/* A bridge starts or stops using pool. Attach returns 1 if the bridge is
+ * now the sole producer of the pool's own ring (its producer's `sole`, kept
+ * until it detaches with that value), 0, or UV_ENOMEM. */
+int uvt__pool_attach(uvt_pool_t* pool);
+void uvt__pool_detach(uvt_pool_t* pool, int sole_producer);
 /* Starts fn(arg) on a new thread that the pool reaps: the thread calls
  * uvt__pool_thread_exiting() before it reports its end (after which the pool
  * may be freed), then uvt__reap() on what that returned. */
@@ -221,6 +235,7 @@ typedef struct uvt__bridge_impl_s {
   unsigned active; /* things that keep the loop alive */
   int user_ref;
   int closing;     /* atomic: read by any thread */
+  uvt__producer_t producer; /* how this loop submits to the pool */
   int finishing;
   uvt_close_cb close_cb;
   uvt__qnode_t works; /* in-flight uvt_work_t */

@@ -80,7 +80,7 @@ static int uvt__iter_start(uvt_bridge_t* bridge, uvt_iter_t* it, size_t max_size
   if (separate)
     rc = uvt__pool_spawn(bridge->pool, uvt__iter_separate_main, it);
   else
-    rc = uvt__pool_submit(bridge->pool, &it->uvt__task);
+    rc = uvt__pool_submit(bridge->pool, &it->uvt__task, &impl->producer);
   if (rc != 0) uvt__core_discard(&it->uvt__core);
   return rc;
 }

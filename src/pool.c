@@ -1,15 +1,20 @@
 /* The thread pool: run queue, parking, elastic sizing, stats.
  *
- * The run queue is a bounded lock-free MPMC ring (Vyukov's: every cell
+ * The run queue is a bounded lock-free ring of cells (Vyukov's: every cell
  * carries a sequence number that says whose turn it is), so neither a
  * submitter nor a worker takes a lock per task, and a burst of submissions
- * fills consecutive cells that a worker reads a cache line at a time. When
- * the ring is full, tasks go to an overflow queue under the pool's mutex,
- * and so do all submissions until it is empty again (so that the overflow
- * is not starved). A queued task is cancelled in O(1): the loop thread
- * clears its cell's task pointer with a CAS, and whichever of that CAS and
- * the worker's exchange of the pointer comes first owns the task. Nothing
- * allocates per task.
+ * fills consecutive cells that a worker reads a cache line at a time.
+ * Submissions come from loop threads, nearly always one per pool: the first
+ * bridge attached is the sole producer of the pool's own ring and puts with
+ * plain stores, no locked instruction. Bridges attached beside it share a
+ * second ring (made when the first of them attaches) and claim cells with a
+ * CAS. Workers take from both with a CAS, alternating which comes first.
+ * When a ring is full, tasks go to an overflow queue under the pool's
+ * mutex, and so do all submissions until it is empty again (so that the
+ * overflow is not starved). A queued task is cancelled in O(1): the loop
+ * thread clears its cell's task pointer with a CAS, and whichever of that
+ * CAS and the worker's exchange of the pointer comes first owns the task.
+ * Nothing allocates per task.
  *
  * Idle workers spin briefly (one at a time), then park on their own
  * condition variable in a LIFO list, so the most recently idle (cache-warm)
@@ -20,11 +25,20 @@
  * once.
  *
  * The lost-wake-up race between a submitter and a parking worker is closed
- * Dekker-style with sequentially consistent operations: the submitter
- * claims its cell (a CAS of enq_pos), then reads `waking` and `parked`; a
- * worker gives up `waking` or publishes `parked`, then reads enq_pos again.
- * In the single total order either the worker sees the task or the
- * submitter sees the worker. */
+ * Dekker-style: the submitter publishes its task, then reads `waking` and
+ * `parked`; a worker gives up `waking` or publishes `parked`, then looks at
+ * the queues again. With a sequentially consistent fence between each
+ * side's store and its load, either the worker sees the task or the
+ * submitter sees the worker.
+ *
+ * The submitter's fence is most of a submit's cost (it waits for the stores
+ * to the request's lines, which a worker's cache had last), so a loop
+ * delivering a batch of completions leaves it out: its callbacks' submits
+ * read waking and parked unfenced, and the batch ends with one fence and
+ * the check again (uvt__pool_recheck). A stale read in between can only
+ * leave a task to a worker that has just taken a task of its own or just
+ * parked: it then waits for the end of the batch (or of that worker's
+ * task); it is never lost. */
 #include <stdio.h>
 #include <string.h>
 
@@ -44,12 +58,25 @@
  * queue sets it to OUT under the mutex while the submitter may be reading
  * it, hence relaxed atomics (a ring task's is written by its submitter
  * only, so reading IN_RING without the lock is exact). */
-enum { UVT__TASK_OUT = 0, UVT__TASK_IN_RING = 1, UVT__TASK_IN_OVERFLOW = 2 };
+enum {
+  UVT__TASK_OUT = 0,
+  UVT__TASK_IN_OWN_RING = 1,
+  UVT__TASK_IN_SHARED_RING = 2,
+  UVT__TASK_IN_OVERFLOW = 3
+};
 
 typedef struct uvt__cell_s {
   uint64_t seq; /* pos: free for the put at pos; pos + 1: holds the task put at pos */
   uvt__task_t* task;
 } uvt__cell_t;
+
+typedef struct uvt__ring_s {
+  /* Written by submitters only; also counts the ring's submissions. */
+  _Alignas(UVT__CACHE_LINE) uint64_t enq_pos;
+  /* Written by workers only. */
+  _Alignas(UVT__CACHE_LINE) uint64_t deq_pos;
+  uvt__cell_t* cells; /* UVT__RING_SIZE cells; set before the ring is shared */
+} uvt__ring_t;
 
 typedef struct uvt__worker_s {
   uvt_pool_t* pool;
@@ -58,6 +85,7 @@ typedef struct uvt__worker_s {
   uvt__qnode_t all_node; /* in pool->workers, for the stats */
   int signalled;
   unsigned index;
+  unsigned takes; /* which ring a take tries first */
   /* Written only by this worker (relaxed stores, no read-modify-write),
    * read by uvt_pool_stats: no cache line is shared between workers. Times
    * are in ticks of the stats clock (see clock.c). */
@@ -67,11 +95,8 @@ typedef struct uvt__worker_s {
 } uvt__worker_t;
 
 struct uvt_pool_s {
-  /* Written by submitters only. */
-  _Alignas(UVT__CACHE_LINE) uint64_t enq_pos; /* also counts the ring's submissions */
-
-  /* Written by workers only. */
-  _Alignas(UVT__CACHE_LINE) uint64_t deq_pos;
+  uvt__ring_t own;     /* put by the sole producer (see uvt__pool_attach) */
+  uvt__ring_t* shared; /* put by the other bridges; made on demand, atomic */
 
   /* Read by submitters without the lock; written under it, atomically. */
   _Alignas(UVT__CACHE_LINE) unsigned parked; /* workers in the idle list */
@@ -88,6 +113,7 @@ struct uvt_pool_s {
   unsigned spinning;
   unsigned spawned; /* dedicated (separate) threads not yet exiting */
   unsigned bridges;
+  int has_sole_producer;
   unsigned next_index;
   int shutdown;
   int is_default;
@@ -101,8 +127,6 @@ struct uvt_pool_s {
   uvt__qnode_t workers; /* every live worker */
   /* The counters of workers that exited (times in ticks). */
   uint64_t started, completed, run_ns_total, run_ns_max, wait_ns_total, wait_ns_max;
-
-  uvt__cell_t* ring; /* UVT__RING_SIZE cells, on their own lines */
 };
 
 /* Single-writer counters: a relaxed load and store, no locked instruction. */
@@ -113,49 +137,80 @@ static void uvt__count_max(uint64_t* counter, uint64_t v) {
   if (v > uvt__load_relaxed(counter)) uvt__store_relaxed(counter, v);
 }
 
-/* ---- The ring ------------------------------------------------------------ */
+/* ---- The rings ----------------------------------------------------------- */
 
-/* Puts task in the ring; returns 0 if the ring is full. */
-static int uvt__ring_put(uvt_pool_t* pool, uvt__task_t* task) {
-  uint64_t pos = uvt__load_relaxed(&pool->enq_pos);
-  uvt__cell_t* cell;
-  for (;;) {
-    int64_t turn;
-    cell = &pool->ring[pos & (UVT__RING_SIZE - 1)];
-    /* Acquire: pairs with the worker's release of the cell, so its exchange
-     * of the previous task pointer is done before we write ours. */
-    turn = (int64_t)(uvt__load_acquire(&cell->seq) - pos);
-    if (turn == 0) {
-      /* Seq_cst: claims the cell and orders the claim before the submitter's
-       * loads of waking/parked (see the top of the file). */
-      if (uvt__cas_weak_seq_cst(&pool->enq_pos, &pos, pos + 1)) break;
-    } else if (turn < 0) {
-      return 0; /* the cell still holds the task put one lap ago: full */
-    } else {
-      pos = uvt__load_relaxed(&pool->enq_pos); /* another submitter took it */
-    }
+static int uvt__ring_init(uvt__ring_t* ring) {
+  uint64_t i;
+  ring->enq_pos = ring->deq_pos = 0;
+  ring->cells = uvt__aligned_alloc(UVT__CACHE_LINE, UVT__RING_SIZE * sizeof(uvt__cell_t));
+  if (ring->cells == NULL) return UV_ENOMEM;
+  for (i = 0; i < UVT__RING_SIZE; i++) {
+    ring->cells[i].seq = i; /* free for the put at position i */
+    ring->cells[i].task = NULL;
   }
-  /* Read by this (the submitting) thread only, in uvt__pool_cancel. */
+  return 0;
+}
+
+/* Fills cell (claimed at pos) with task and hands it to the workers. */
+static void uvt__cell_publish(uvt__cell_t* cell, uint64_t pos, uvt__task_t* task, int where) {
+  /* Read by the submitting thread only, in uvt__withdraw. */
   task->ring_pos = pos;
-  uvt__store_relaxed(&task->where, UVT__TASK_IN_RING);
+  uvt__store_relaxed(&task->where, where);
   /* Relaxed: the release store of seq below publishes it. */
   uvt__store_relaxed(&cell->task, task);
   /* Release: publishes the task pointer and the task's fields. */
   uvt__store_release(&cell->seq, pos + 1);
+}
+
+/* Puts task in the own ring, as its sole producer; returns 0 if the ring
+ * is full. No locked instruction: nobody else writes enq_pos. */
+static int uvt__ring_put_sole(uvt__ring_t* ring, uvt__task_t* task) {
+  uint64_t pos = uvt__load_relaxed(&ring->enq_pos);
+  uvt__cell_t* cell = &ring->cells[pos & (UVT__RING_SIZE - 1)];
+  /* Acquire: pairs with the worker's release of the cell, so its exchange
+   * of the previous task pointer is done before we write ours. */
+  if (uvt__load_acquire(&cell->seq) != pos) return 0; /* still holds last lap's task */
+  uvt__cell_publish(cell, pos, task, UVT__TASK_IN_OWN_RING);
+  /* Release, after the cell: a worker that sees enq_pos move finds the
+   * cell published (no "claimed but not yet filled" state in this ring). */
+  uvt__store_release(&ring->enq_pos, pos + 1);
   return 1;
 }
 
-/* Takes the oldest task from the ring; NULL if it is empty (or the next
- * cell is claimed but not yet published). */
-static uvt__task_t* uvt__ring_take(uvt_pool_t* pool) {
-  uint64_t pos = uvt__load_relaxed(&pool->deq_pos);
+/* Puts task in the shared ring, racing other submitters for the cell;
+ * returns 0 if the ring is full. */
+static int uvt__ring_put_shared(uvt__ring_t* ring, uvt__task_t* task) {
+  uint64_t pos = uvt__load_relaxed(&ring->enq_pos);
+  uvt__cell_t* cell;
   for (;;) {
-    uvt__cell_t* cell = &pool->ring[pos & (UVT__RING_SIZE - 1)];
+    int64_t turn;
+    cell = &ring->cells[pos & (UVT__RING_SIZE - 1)];
+    /* Acquire: as in uvt__ring_put_sole. */
+    turn = (int64_t)(uvt__load_acquire(&cell->seq) - pos);
+    if (turn == 0) {
+      /* Relaxed: the cell's seq, not enq_pos, carries the data. */
+      if (uvt__cas_weak_relaxed(&ring->enq_pos, &pos, pos + 1)) break;
+    } else if (turn < 0) {
+      return 0; /* the cell still holds the task put one lap ago: full */
+    } else {
+      pos = uvt__load_relaxed(&ring->enq_pos); /* another submitter took it */
+    }
+  }
+  uvt__cell_publish(cell, pos, task, UVT__TASK_IN_SHARED_RING);
+  return 1;
+}
+
+/* Takes the oldest task from ring; NULL if it is empty (or the next cell is
+ * claimed but not yet published). */
+static uvt__task_t* uvt__ring_take(uvt__ring_t* ring) {
+  uint64_t pos = uvt__load_relaxed(&ring->deq_pos);
+  for (;;) {
+    uvt__cell_t* cell = &ring->cells[pos & (UVT__RING_SIZE - 1)];
     /* Acquire: pairs with the submitter's release store of seq. */
     int64_t turn = (int64_t)(uvt__load_acquire(&cell->seq) - (pos + 1));
     if (turn == 0) {
       /* Relaxed: the cell's seq, not deq_pos, carries the data. */
-      if (uvt__cas_weak_relaxed(&pool->deq_pos, &pos, pos + 1)) {
+      if (uvt__cas_weak_relaxed(&ring->deq_pos, &pos, pos + 1)) {
         /* Exchange: races with a cancel's CAS on the same pointer; the
          * single modification order gives the task to exactly one of us.
          * Acquire: the task's fields were published with the pointer. */
@@ -163,47 +218,72 @@ static uvt__task_t* uvt__ring_take(uvt_pool_t* pool) {
         /* Release: the exchange above happens before the next lap's put. */
         uvt__store_release(&cell->seq, pos + UVT__RING_SIZE);
         if (task != NULL) return task;
-        pos = uvt__load_relaxed(&pool->deq_pos); /* cancelled: skip the cell */
+        pos = uvt__load_relaxed(&ring->deq_pos); /* cancelled: skip the cell */
       }
     } else if (turn < 0) {
       return NULL;
     } else {
-      pos = uvt__load_relaxed(&pool->deq_pos); /* another worker took it */
+      pos = uvt__load_relaxed(&ring->deq_pos); /* another worker took it */
     }
   }
 }
 
-/* The ring's next cell holds nothing yet. Pollers read this rather than
+/* Whether ring holds or is being given a task. Relaxed: the callers order
+ * it (uvt__work_waiting) or only need a hint. */
+static int uvt__ring_busy(uvt__ring_t* ring) {
+  return uvt__load_relaxed(&ring->enq_pos) != uvt__load_relaxed(&ring->deq_pos);
+}
+
+/* The ring's next cell holds a task. Spinners read this rather than
  * enq_pos, so that the line submitters write on every put is not pulled
  * away from them (the cell's line has to travel to a worker anyway).
  * Relaxed: a hint; tasks are taken by the ring's own protocol. */
-static int uvt__ring_next_empty(uvt_pool_t* pool) {
-  uint64_t pos = uvt__load_relaxed(&pool->deq_pos);
-  return uvt__load_relaxed(&pool->ring[pos & (UVT__RING_SIZE - 1)].seq) == pos;
+static int uvt__ring_next_full(uvt__ring_t* ring) {
+  uint64_t pos = uvt__load_relaxed(&ring->deq_pos);
+  return uvt__load_relaxed(&ring->cells[pos & (UVT__RING_SIZE - 1)].seq) != pos;
 }
 
-/* Whether work waits. Seq_cst loads: the worker's side of the Dekker
- * handshake (see the top of the file). */
+/* Acquire: pairs with the release store that publishes the shared ring,
+ * so its cells are seen initialised. */
+static uvt__ring_t* uvt__shared_ring(uvt_pool_t* pool) {
+  return uvt__load_acquire(&pool->shared);
+}
+
+/* Whether work waits: the worker's side of the handshake (see the top of
+ * the file). The caller has just run a seq_cst fence (or holds the lock
+ * that the overflow path writes under). */
 static int uvt__work_waiting(uvt_pool_t* pool) {
-  return uvt__load_seq_cst(&pool->enq_pos) != uvt__load_seq_cst(&pool->deq_pos) ||
-         uvt__load_seq_cst(&pool->overflowing);
+  uvt__ring_t* shared = uvt__shared_ring(pool);
+  return uvt__ring_busy(&pool->own) || (shared != NULL && uvt__ring_busy(shared)) ||
+         uvt__load_relaxed(&pool->overflowing);
 }
 
-/* For spinners: a hint (see uvt__ring_next_empty). */
+/* For spinners: a hint (see uvt__ring_next_full). */
 static int uvt__work_hint(uvt_pool_t* pool) {
-  return !uvt__ring_next_empty(pool) || uvt__load_relaxed(&pool->overflowing);
+  uvt__ring_t* shared = uvt__shared_ring(pool);
+  return uvt__ring_next_full(&pool->own) || (shared != NULL && uvt__ring_next_full(shared)) ||
+         uvt__load_relaxed(&pool->overflowing);
 }
 
-/* Takes the next task: from the ring, else from the overflow queue. */
-static uvt__task_t* uvt__take(uvt_pool_t* pool) {
-  uvt__task_t* task = uvt__ring_take(pool);
+/* Takes the next task: from the rings (alternating which comes first, so
+ * that neither starves the other), else from the overflow queue. */
+static uvt__task_t* uvt__take(uvt_pool_t* pool, uvt__worker_t* w) {
+  uvt__ring_t* shared = uvt__shared_ring(pool);
+  uvt__task_t* task;
+  if (shared == NULL) {
+    task = uvt__ring_take(&pool->own);
+  } else if (w->takes++ & 1) {
+    if ((task = uvt__ring_take(shared)) == NULL) task = uvt__ring_take(&pool->own);
+  } else {
+    if ((task = uvt__ring_take(&pool->own)) == NULL) task = uvt__ring_take(shared);
+  }
   if (task != NULL || !uvt__load_relaxed(&pool->overflowing)) return task;
   uv_mutex_lock(&pool->mutex);
   if (!uvt__queue_empty(&pool->overflow)) {
     task = uvt__container_of(pool->overflow.next, uvt__task_t, node);
     uvt__queue_remove(&task->node);
     uvt__store_relaxed(&task->where, UVT__TASK_OUT);
-    if (uvt__queue_empty(&pool->overflow)) uvt__store_seq_cst(&pool->overflowing, 0u);
+    if (uvt__queue_empty(&pool->overflow)) uvt__store_relaxed(&pool->overflowing, 0u);
   }
   uv_mutex_unlock(&pool->mutex);
   return task;
@@ -289,9 +369,9 @@ static void uvt__worker_main(void* arg);
  * there is nobody to wake and no room for a new thread. */
 static int uvt__ensure_taker(uvt_pool_t* pool) {
   int spawn;
-  /* Seq_cst: read after the caller's seq_cst claim of a cell or drop of
-   * waking (see the top of the file). */
-  if (uvt__load_seq_cst(&pool->parked) == 0 &&
+  /* Relaxed: the caller fenced between publishing its task (or dropping
+   * waking) and this load (see the top of the file). */
+  if (uvt__load_relaxed(&pool->parked) == 0 &&
       uvt__load_relaxed(&pool->threads) >= pool->opts.max_threads)
     return 0;
   uv_mutex_lock(&pool->mutex);
@@ -346,9 +426,10 @@ static void uvt__run_task(uvt__worker_t* w, uvt__task_t* task) {
 /* A waking worker found work: it is no longer on its way, so if more work
  * waits it hands the waking role on (to a parked worker or a new one). */
 static void uvt__worker_found_work(uvt_pool_t* pool) {
-  /* Seq_cst, then seq_cst loads in uvt__work_waiting: a submitter that saw
-   * us waking and left its task to us is seen here (see the top). */
   uvt__fetch_sub_seq_cst(&pool->waking, 1u);
+  /* Seq_cst: a submitter that left its task to us is seen by
+   * uvt__work_waiting (see the top of the file). */
+  uvt__fence_seq_cst();
   if (uvt__work_waiting(pool) && uvt__ensure_taker(pool)) uvt__start_worker(pool);
 }
 
@@ -373,6 +454,7 @@ static int uvt__park_locked(uvt_pool_t* pool, uvt__worker_t* w, int* timed_out) 
   uvt__queue_insert_head(&pool->idle, &w->idle_node); /* LIFO: woken first */
   uvt__fetch_add_seq_cst(&pool->parked, 1u);
   /* Seq_cst: published parked, now look again (see the top of the file). */
+  uvt__fence_seq_cst();
   if (uvt__work_waiting(pool)) {
     uvt__queue_remove(&w->idle_node);
     uvt__fetch_sub_seq_cst(&pool->parked, 1u);
@@ -415,7 +497,7 @@ static void uvt__worker_main(void* arg) {
     uvt__task_t* task;
     int timed_out;
     uv_mutex_unlock(&pool->mutex);
-    while ((task = uvt__take(pool)) != NULL) {
+    while ((task = uvt__take(pool, w)) != NULL) {
       if (waking) {
         waking = 0;
         uvt__worker_found_work(pool);
@@ -425,8 +507,9 @@ static void uvt__worker_main(void* arg) {
     }
     uv_mutex_lock(&pool->mutex);
     if (uvt__work_waiting(pool)) {
-      /* A put claimed its cell but has not published it yet: it is a few
-       * instructions from done, unless its thread was preempted. */
+      /* A task came in since the take, or a put to the shared ring claimed
+       * its cell but has not filled it yet: it is a few instructions from
+       * done, unless its thread was preempted. */
       uv_mutex_unlock(&pool->mutex);
       UVT__SPIN_WHILE(!uvt__work_hint(pool), 2000u);
       if (!uvt__work_hint(pool)) uvt__thread_yield();
@@ -490,14 +573,9 @@ int uvt_pool_new(uvt_pool_t** out, const uvt_pool_options_t* opts) {
   pool = uvt__aligned_alloc(UVT__CACHE_LINE, sizeof(*pool));
   if (pool == NULL) return UV_ENOMEM;
   memset(pool, 0, sizeof(*pool));
-  pool->ring = uvt__aligned_alloc(UVT__CACHE_LINE, UVT__RING_SIZE * sizeof(uvt__cell_t));
-  if (pool->ring == NULL) {
+  if (uvt__ring_init(&pool->own) != 0) {
     uvt__free(pool);
     return UV_ENOMEM;
-  }
-  for (i = 0; i < UVT__RING_SIZE; i++) {
-    pool->ring[i].seq = i; /* free for the put at position i */
-    pool->ring[i].task = NULL;
   }
   pool->opts = *opts;
   snprintf(pool->name, sizeof(pool->name), "%.10s", opts->name ? opts->name : "uvt");
@@ -522,7 +600,7 @@ int uvt_pool_new(uvt_pool_t** out, const uvt_pool_options_t* opts) {
 fail_cond:
   uv_mutex_destroy(&pool->mutex);
 fail_mutex:
-  uvt__free(pool->ring);
+  uvt__free(pool->own.cells);
   uvt__free(pool);
   return rc;
 }
@@ -545,7 +623,11 @@ int uvt_pool_free(uvt_pool_t* pool) {
   uvt__reap(pool->last_exited);
   uv_cond_destroy(&pool->exited);
   uv_mutex_destroy(&pool->mutex);
-  uvt__free(pool->ring);
+  if (pool->shared != NULL) {
+    uvt__free(pool->shared->cells);
+    uvt__free(pool->shared);
+  }
+  uvt__free(pool->own.cells);
   uvt__free(pool);
   return 0;
 }
@@ -614,7 +696,8 @@ int uvt_pool_stats(uvt_pool_t* pool, uvt_pool_stats_t* out) {
     if ((v = uvt__load_relaxed(&w->wait_ns_max)) > out->wait_ns_max) out->wait_ns_max = v;
   }
   out->cancelled = pool->cancelled;
-  out->submitted = uvt__load_relaxed(&pool->enq_pos) + pool->overflowed - pool->refused;
+  out->submitted = uvt__load_relaxed(&pool->own.enq_pos) + pool->overflowed - pool->refused;
+  if (pool->shared != NULL) out->submitted += uvt__load_relaxed(&pool->shared->enq_pos);
   out->run_ns_total = (uint64_t)((double)out->run_ns_total * ns_per_tick);
   out->run_ns_max = (uint64_t)((double)out->run_ns_max * ns_per_tick);
   out->wait_ns_total = (uint64_t)((double)out->wait_ns_total * ns_per_tick);
@@ -631,8 +714,10 @@ int uvt_pool_stats(uvt_pool_t* pool, uvt_pool_stats_t* out) {
  * submitted it (the only one that may read ring_pos). */
 static int uvt__withdraw(uvt_pool_t* pool, uvt__task_t* task) {
   int withdrawn = 0;
-  if (uvt__load_relaxed(&task->where) == UVT__TASK_IN_RING) {
-    uvt__cell_t* cell = &pool->ring[task->ring_pos & (UVT__RING_SIZE - 1)];
+  int where = uvt__load_relaxed(&task->where);
+  if (where == UVT__TASK_IN_OWN_RING || where == UVT__TASK_IN_SHARED_RING) {
+    uvt__ring_t* ring = where == UVT__TASK_IN_OWN_RING ? &pool->own : pool->shared;
+    uvt__cell_t* cell = &ring->cells[task->ring_pos & (UVT__RING_SIZE - 1)];
     uvt__task_t* expected = task;
     /* Races with the worker's exchange in uvt__ring_take: one of them gets
      * the task. If the cell has moved on, it holds NULL or another task. */
@@ -641,7 +726,7 @@ static int uvt__withdraw(uvt_pool_t* pool, uvt__task_t* task) {
     uv_mutex_lock(&pool->mutex);
     if (uvt__load_relaxed(&task->where) == UVT__TASK_IN_OVERFLOW) {
       uvt__queue_remove(&task->node);
-      if (uvt__queue_empty(&pool->overflow)) uvt__store_seq_cst(&pool->overflowing, 0u);
+      if (uvt__queue_empty(&pool->overflow)) uvt__store_relaxed(&pool->overflowing, 0u);
       withdrawn = 1;
     }
     uv_mutex_unlock(&pool->mutex);
@@ -650,24 +735,38 @@ static int uvt__withdraw(uvt_pool_t* pool, uvt__task_t* task) {
   return withdrawn;
 }
 
-int uvt__pool_submit(uvt_pool_t* pool, uvt__task_t* task) {
+int uvt__pool_submit(uvt_pool_t* pool, uvt__task_t* task, uvt__producer_t* producer) {
   int spawn = 0;
   int rc;
   task->submit_ticks = uvt__ticks();
   /* Relaxed: a hint. Missing a fresh overflow only reorders a task. */
-  if (uvt__load_relaxed(&pool->overflowing) || !uvt__ring_put(pool, task)) {
+  if (uvt__load_relaxed(&pool->overflowing) ||
+      !(producer->sole ? uvt__ring_put_sole(&pool->own, task)
+                      : uvt__ring_put_shared(pool->shared, task))) {
     uv_mutex_lock(&pool->mutex);
     uvt__queue_insert_tail(&pool->overflow, &task->node);
     uvt__store_relaxed(&task->where, UVT__TASK_IN_OVERFLOW);
     pool->overflowed++;
-    /* Seq_cst: seen by uvt__work_waiting; parking workers hold the lock. */
-    uvt__store_seq_cst(&pool->overflowing, 1u);
+    /* Parking workers hold the lock; for a worker dropping waking, the
+     * fence orders the store before the load of waking below. */
+    uvt__store_relaxed(&pool->overflowing, 1u);
+    uvt__fence_seq_cst();
     spawn = uvt__ensure_taker_locked(pool);
     uv_mutex_unlock(&pool->mutex);
   } else {
-    /* Fast path: someone is on the way. Seq_cst load after the seq_cst
-     * claim of the cell (see the top). */
-    if (uvt__load_seq_cst(&pool->waking) > 0) return 0;
+    /* In a batch, no fence (see the top of the file) if someone is on the
+     * way or nobody can be woken or started: the end of the batch checks
+     * again. */
+    if (producer->batching &&
+        (uvt__load_relaxed(&pool->waking) > 0 ||
+         (uvt__load_relaxed(&pool->parked) == 0 &&
+          uvt__load_relaxed(&pool->threads) >= pool->opts.max_threads))) {
+      producer->recheck = 1;
+      return 0;
+    }
+    /* Seq_cst: the task is published before we read waking and parked. */
+    uvt__fence_seq_cst();
+    if (uvt__load_relaxed(&pool->waking) > 0) return 0; /* someone is on the way */
     spawn = uvt__ensure_taker(pool);
   }
   if (!spawn) return 0;
@@ -684,6 +783,15 @@ int uvt__pool_submit(uvt_pool_t* pool, uvt__task_t* task) {
   return 0;
 }
 
+void uvt__pool_recheck(uvt_pool_t* pool) {
+  /* Seq_cst: the fence the batch's submits left out, then their check. */
+  uvt__fence_seq_cst();
+  if (uvt__load_relaxed(&pool->waking) > 0 || !uvt__work_waiting(pool)) return;
+  /* If the new worker fails to start, the threads that exist get to the
+   * tasks: a batch's submit saw at least one. */
+  if (uvt__ensure_taker(pool)) uvt__start_worker(pool);
+}
+
 int uvt__pool_cancel(uvt_pool_t* pool, uvt__task_t* task) {
   if (!uvt__withdraw(pool, task)) return UV_EBUSY;
   uv_mutex_lock(&pool->mutex);
@@ -692,14 +800,31 @@ int uvt__pool_cancel(uvt_pool_t* pool, uvt__task_t* task) {
   return 0;
 }
 
-void uvt__pool_attach(uvt_pool_t* pool) {
+int uvt__pool_attach(uvt_pool_t* pool) {
+  int sole = 0;
   uv_mutex_lock(&pool->mutex);
+  if (!pool->has_sole_producer) {
+    /* The previous sole producer detached under this lock, so its last put
+     * happens before our first. */
+    pool->has_sole_producer = sole = 1;
+  } else if (pool->shared == NULL) {
+    uvt__ring_t* ring = uvt__aligned_alloc(UVT__CACHE_LINE, sizeof(*ring));
+    if (ring == NULL || uvt__ring_init(ring) != 0) {
+      uvt__free(ring);
+      uv_mutex_unlock(&pool->mutex);
+      return UV_ENOMEM;
+    }
+    /* Release: workers see the cells initialised (uvt__shared_ring). */
+    uvt__store_release(&pool->shared, ring);
+  }
   pool->bridges++;
   uv_mutex_unlock(&pool->mutex);
+  return sole;
 }
 
-void uvt__pool_detach(uvt_pool_t* pool) {
+void uvt__pool_detach(uvt_pool_t* pool, int sole_producer) {
   uv_mutex_lock(&pool->mutex);
+  if (sole_producer) pool->has_sole_producer = 0;
   pool->bridges--;
   uv_mutex_unlock(&pool->mutex);
 }

@@ -83,7 +83,7 @@ static int uvt__work_submit(uvt_bridge_t* bridge, uvt_work_t* req, uvt_work_cb w
   if (separate)
     rc = uvt__pool_spawn(bridge->pool, uvt__work_separate_main, req);
   else
-    rc = uvt__pool_submit(bridge->pool, &req->uvt__task);
+    rc = uvt__pool_submit(bridge->pool, &req->uvt__task, &impl->producer);
   if (rc != 0) return rc;
 
   uvt__queue_insert_tail(&impl->works, &req->uvt__bridge_node);
