@@ -49,39 +49,36 @@ void uvt__bridge_update_ref(uvt__bridge_impl_t* impl) {
     uv_unref((uv_handle_t*)&impl->async);
 }
 
-static void uvt__bridge_push(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
-  uvt__msg_t* head = uvt__load_relaxed(&impl->inbox);
-  do {
-    msg->next = head;
-    /* Release: makes msg and everything the producer wrote before it (the
-     * work's results, the items) visible to the loop's acquire exchange. */
-  } while (!uvt__cas_weak_release(&impl->inbox, &head, msg));
-  /* A non-empty stack means an earlier push already woke the loop and the
-   * loop has not taken the stack yet: it will take this node too. */
-  if (head == NULL) uv_async_send(&impl->async);
-}
-
-void uvt__bridge_post(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
+/* Pushes msg and wakes the loop if the stack was empty. If hold_if_empty,
+ * the caller does not hold `senders`: the push then takes it before a push
+ * that may find the stack empty (only that push touches the bridge
+ * afterwards, with uv_async_send) and returns 1 if it did, for the caller
+ * to release. Once the loop has taken msg the bridge may end, but not while
+ * we hold senders: the loop read our push, which comes after our increment. */
+static int uvt__bridge_push(uvt__bridge_impl_t* impl, uvt__msg_t* msg, int hold_if_empty) {
   uvt__msg_t* head = uvt__load_relaxed(&impl->inbox);
   int held = 0;
-  /* Only a push onto an empty stack touches the bridge afterwards (its
-   * uv_async_send), so only a sender that may make that push holds
-   * `senders`, taken before the push; the others cost one CAS. Once the
-   * loop has taken this message the bridge may end, but not while we hold
-   * senders: the loop read our push, which comes after our increment. */
   for (;;) {
-    if (head == NULL && !held) {
+    if (head == NULL && hold_if_empty && !held) {
       uvt__fetch_add_seq_cst(&impl->senders, 1u);
       held = 1;
     }
     msg->next = head;
-    /* Release: as in uvt__bridge_push. */
+    /* Release: makes msg and everything the producer wrote before it (the
+     * work's results, the items) visible to the loop's acquire exchange. */
     if (uvt__cas_weak_release(&impl->inbox, &head, msg)) break;
   }
+  /* A non-empty stack means an earlier push already woke the loop and the
+   * loop has not taken the stack yet: it will take this node too. */
   if (head == NULL) uv_async_send(&impl->async);
-  /* Release: our last touch of the bridge happens before the teardown's
-   * acquire load sees zero. */
-  if (held) uvt__fetch_sub_release(&impl->senders, 1u);
+  return held;
+}
+
+void uvt__bridge_post(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
+  /* Most pushes find the stack non-empty and cost one CAS. Release: our
+   * last touch of the bridge happens before the teardown's acquire load
+   * sees zero. */
+  if (uvt__bridge_push(impl, msg, 1)) uvt__fetch_sub_release(&impl->senders, 1u);
 }
 
 int uvt__bridge_post_if_open(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
@@ -93,7 +90,7 @@ int uvt__bridge_post_if_open(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
   if (uvt__load_seq_cst(&impl->closing))
     rc = UV_EPIPE;
   else
-    uvt__bridge_push(impl, msg);
+    uvt__bridge_push(impl, msg, 0);
   uvt__fetch_sub_release(&impl->senders, 1u);
   return rc;
 }

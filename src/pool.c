@@ -57,7 +57,7 @@
  * when it puts the task; a worker that takes a task from the overflow
  * queue sets it to OUT under the mutex while the submitter may be reading
  * it, hence relaxed atomics (a ring task's is written by its submitter
- * only, so reading IN_RING without the lock is exact). */
+ * only, so reading a ring's value without the lock is exact). */
 enum {
   UVT__TASK_OUT = 0,
   UVT__TASK_IN_OWN_RING = 1,
@@ -269,14 +269,15 @@ static int uvt__work_hint(uvt_pool_t* pool) {
  * that neither starves the other), else from the overflow queue. */
 static uvt__task_t* uvt__take(uvt_pool_t* pool, uvt__worker_t* w) {
   uvt__ring_t* shared = uvt__shared_ring(pool);
+  uvt__ring_t* first = &pool->own;
+  uvt__ring_t* second = shared;
   uvt__task_t* task;
-  if (shared == NULL) {
-    task = uvt__ring_take(&pool->own);
-  } else if (w->takes++ & 1) {
-    if ((task = uvt__ring_take(shared)) == NULL) task = uvt__ring_take(&pool->own);
-  } else {
-    if ((task = uvt__ring_take(&pool->own)) == NULL) task = uvt__ring_take(shared);
+  if (shared != NULL && (w->takes++ & 1)) {
+    first = shared;
+    second = &pool->own;
   }
+  task = uvt__ring_take(first);
+  if (task == NULL && second != NULL) task = uvt__ring_take(second);
   if (task != NULL || !uvt__load_relaxed(&pool->overflowing)) return task;
   uv_mutex_lock(&pool->mutex);
   if (!uvt__queue_empty(&pool->overflow)) {
@@ -365,15 +366,19 @@ static int uvt__ensure_taker_locked(uvt_pool_t* pool) {
 
 static void uvt__worker_main(void* arg);
 
+/* Nobody is parked and there is no room for a new thread. Relaxed: the
+ * caller fenced between publishing its task (or dropping waking) and these
+ * loads, or checks again after the fence (see the top of the file). */
+static int uvt__no_taker_to_add(uvt_pool_t* pool) {
+  return uvt__load_relaxed(&pool->parked) == 0 &&
+         uvt__load_relaxed(&pool->threads) >= pool->opts.max_threads;
+}
+
 /* uvt__ensure_taker_locked from outside the lock, which it skips when
- * there is nobody to wake and no room for a new thread. */
+ * there is no taker to add. */
 static int uvt__ensure_taker(uvt_pool_t* pool) {
   int spawn;
-  /* Relaxed: the caller fenced between publishing its task (or dropping
-   * waking) and this load (see the top of the file). */
-  if (uvt__load_relaxed(&pool->parked) == 0 &&
-      uvt__load_relaxed(&pool->threads) >= pool->opts.max_threads)
-    return 0;
+  if (uvt__no_taker_to_add(pool)) return 0;
   uv_mutex_lock(&pool->mutex);
   spawn = uvt__ensure_taker_locked(pool);
   uv_mutex_unlock(&pool->mutex);
@@ -758,9 +763,7 @@ int uvt__pool_submit(uvt_pool_t* pool, uvt__task_t* task, uvt__producer_t* produ
      * way or nobody can be woken or started: the end of the batch checks
      * again. */
     if (producer->batching &&
-        (uvt__load_relaxed(&pool->waking) > 0 ||
-         (uvt__load_relaxed(&pool->parked) == 0 &&
-          uvt__load_relaxed(&pool->threads) >= pool->opts.max_threads))) {
+        (uvt__load_relaxed(&pool->waking) > 0 || uvt__no_taker_to_add(pool))) {
       producer->recheck = 1;
       return 0;
     }
