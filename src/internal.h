@@ -71,6 +71,9 @@
 /* Strong CAS, sequentially consistent: fails only if *p != *expected. */
 #define uvt__cas_strong_seq_cst(p, expected, desired) \
   __atomic_compare_exchange_n((p), (expected), (desired), 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)
+/* Strong CAS without ordering. */
+#define uvt__cas_strong_relaxed(p, expected, desired) \
+  __atomic_compare_exchange_n((p), (expected), (desired), 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)
 /* Weak CAS that publishes on success; *expected is refreshed on failure. */
 #define uvt__cas_weak_release(p, expected, desired) \
   __atomic_compare_exchange_n((p), (expected), (desired), 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED)

@@ -193,6 +193,92 @@ static void test_uv_stop_mid_batch(void) {
   ASSERT_OK(uvt_pool_free(pool));
 }
 
+/* A push that lands while the loop is delivering (on the drain's marker,
+ * which it then does not wake the loop for) is delivered by the same drain. */
+static struct {
+  uvt_bridge_t* b;
+  int work_done, called;
+} during;
+
+static void during_call(void* arg) {
+  (void)arg;
+  during.called++;
+}
+
+static void call_from_thread(void* arg) {
+  (void)arg;
+  ASSERT_OK(uvt_call(during.b, during_call, NULL));
+}
+
+static void during_after(uvt_work_t* req, int status) {
+  (void)req;
+  ASSERT_EQ(status, 0);
+  run_on_thread(call_from_thread, NULL); /* pushes while we are in the drain */
+  ASSERT_EQ(during.called, 0);
+  during.work_done = 1;
+}
+
+static void test_push_during_drain(void) {
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uvt_work_t req;
+  uvt_pool_t* pool = test_pool(1, 1);
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &b, pool));
+  during.b = &b;
+  during.work_done = during.called = 0;
+  ASSERT_OK(uvt_threaded(&b, &req, noop_work, during_after));
+  while (!during.work_done) ASSERT_GE(uv_run(&loop, UV_RUN_ONCE), 0);
+  ASSERT_EQ(during.called, 1); /* in the same uv_run iteration */
+  test_close_all(&loop, &b);
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
+/* Callbacks that keep posting keep a drain busy only up to its budget:
+ * a timer started in the first of them fires after at most 1000. */
+#define CHAIN_CALLS 5000
+static struct {
+  uvt_bridge_t* b;
+  uv_timer_t timer;
+  int calls, fired_at;
+} chain;
+
+static void chain_timer(uv_timer_t* t) {
+  (void)t;
+  chain.fired_at = chain.calls;
+}
+
+static void chain_call(void* arg) {
+  (void)arg;
+  if (++chain.calls == 1) ASSERT_OK(uv_timer_start(&chain.timer, chain_timer, 0, 0));
+  if (chain.calls < CHAIN_CALLS)
+    ASSERT_OK(uvt_call(chain.b, chain_call, NULL));
+  else
+    uvt_bridge_unref(chain.b);
+}
+
+static void test_flood_yields_to_timers(void) {
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uvt_pool_t* pool = test_pool(0, 1);
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &b, pool));
+  ASSERT_OK(uv_timer_init(&loop, &chain.timer));
+  chain.b = &b;
+  chain.calls = 0;
+  chain.fired_at = -1;
+  uvt_bridge_ref(&b); /* calls alone do not keep the loop alive */
+  ASSERT_OK(uvt_call(&b, chain_call, NULL));
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_EQ(chain.calls, CHAIN_CALLS);
+  ASSERT_GE(chain.fired_at, 1);
+  ASSERT_LE(chain.fired_at, 1000); /* one drain's budget */
+  uv_close((uv_handle_t*)&chain.timer, NULL);
+  test_close_all(&loop, &b);
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
 TEST_MAIN(TEST(test_init_errors), TEST(test_close_errors), TEST(test_idle_and_ref),
           TEST(test_close_inside_callback), TEST(test_loop_moves_thread),
-          TEST(test_uv_stop_mid_batch))
+          TEST(test_uv_stop_mid_batch), TEST(test_push_during_drain),
+          TEST(test_flood_yields_to_timers))
