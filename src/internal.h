@@ -89,16 +89,20 @@ static inline void uvt__cpu_relax(void) {
 /* Spins while cond holds, for at most ns nanoseconds (the clock is read
  * every 64 rounds only). The one bounded-spin policy of the library: idle
  * workers, producers facing a full buffer and sync_await callers use it
- * before they sleep. */
-#define UVT__SPIN_WHILE(cond, ns)                                  \
+ * before they sleep. With yield, the spinner also yields its CPU every 64
+ * rounds (see uvt__spin_locked in pool.c for why). */
+#define UVT__SPIN_WHILE_YIELDING(cond, ns, yield)                  \
   do {                                                             \
     uint64_t uvt__spin_until = uv_hrtime() + (ns);                 \
     unsigned uvt__spin_round;                                      \
     for (uvt__spin_round = 1; (cond); uvt__spin_round++) {         \
       uvt__cpu_relax();                                            \
-      if ((uvt__spin_round & 63) == 0 && uv_hrtime() > uvt__spin_until) break; \
+      if ((uvt__spin_round & 63) != 0) continue;                   \
+      if (uv_hrtime() > uvt__spin_until) break;                    \
+      if (yield) uvt__thread_yield();                              \
     }                                                              \
   } while (0)
+#define UVT__SPIN_WHILE(cond, ns) UVT__SPIN_WHILE_YIELDING(cond, ns, 0)
 
 /* ---- The stats clock ---------------------------------------------------
  *

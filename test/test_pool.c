@@ -341,6 +341,94 @@ static void test_ring_stress(void) {
 }
 
 /* CTest runs this executable with UVT_POOL_SIZE=2. */
+/* A worker that takes a backlog of short tasks alone (a sprint) and then
+ * sits in a long task must not strand the tasks behind it while another
+ * worker is parked: the watcher takes them. Here the long task waits for
+ * the task queued right behind it, which only another worker can run; if
+ * nobody relieved the sprinter, it would wait out its 10 s limit. Rounds
+ * are put from outside callbacks and from inside a drain (a batch). */
+#define STUCK_ROUNDS 40
+#define STUCK_SHORT 300
+#define STUCK_REQS (2 * STUCK_SHORT + 2)
+static struct {
+  uv_mutex_t mutex;
+  uv_cond_t cond;
+  int released, timed_out;
+  long done;
+  uvt_bridge_t b;
+  uvt_work_t reqs[STUCK_REQS];
+  uvt_work_t starter;
+} stuck;
+
+static void stuck_short_work(uvt_work_t* req) { (void)req; }
+static void stuck_wait_work(uvt_work_t* req) {
+  uint64_t deadline = uv_hrtime() + 10 * (uint64_t)1000000000;
+  (void)req;
+  uv_mutex_lock(&stuck.mutex);
+  while (!stuck.released) {
+    uint64_t now = uv_hrtime();
+    if (now >= deadline) {
+      stuck.timed_out = 1;
+      break;
+    }
+    (void)uv_cond_timedwait(&stuck.cond, &stuck.mutex, deadline - now);
+  }
+  uv_mutex_unlock(&stuck.mutex);
+}
+static void stuck_release_work(uvt_work_t* req) {
+  (void)req;
+  uv_mutex_lock(&stuck.mutex);
+  stuck.released = 1;
+  uv_cond_signal(&stuck.cond);
+  uv_mutex_unlock(&stuck.mutex);
+}
+static void stuck_after(uvt_work_t* req, int status) {
+  (void)req;
+  ASSERT_EQ(status, 0);
+  stuck.done++;
+}
+static void stuck_put_round(void) {
+  int i;
+  stuck.released = 0;
+  for (i = 0; i < STUCK_REQS; i++) {
+    uvt_work_cb work = stuck_short_work;
+    if (i == STUCK_SHORT) work = stuck_wait_work;
+    if (i == STUCK_SHORT + 1) work = stuck_release_work;
+    ASSERT_OK(uvt_threaded(&stuck.b, &stuck.reqs[i], work, stuck_after));
+  }
+}
+static void stuck_starter_after(uvt_work_t* req, int status) {
+  (void)req;
+  ASSERT_EQ(status, 0);
+  stuck_put_round(); /* from inside a drain */
+}
+
+static void test_stuck_sprinter(void) {
+  uvt_pool_t* pool = test_pool(2, 2);
+  uv_loop_t loop;
+  int round;
+  ASSERT_OK(uv_mutex_init(&stuck.mutex));
+  ASSERT_OK(uv_cond_init(&stuck.cond));
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &stuck.b, pool));
+  for (round = 0; round < STUCK_ROUNDS; round++) {
+    stuck.done = 0;
+    if (round % 2 == 0)
+      stuck_put_round();
+    else
+      ASSERT_OK(uvt_threaded(&stuck.b, &stuck.starter, stuck_short_work, stuck_starter_after));
+    ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+    ASSERT_EQ(stuck.done, STUCK_REQS);
+    ASSERT_EQ(stuck.timed_out, 0);
+  }
+  ASSERT_OK(uvt_bridge_close(&stuck.b, NULL));
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_OK(uv_loop_close(&loop));
+  ASSERT_OK(uvt_pool_free(pool));
+  uv_cond_destroy(&stuck.cond);
+  uv_mutex_destroy(&stuck.mutex);
+}
+
 static void test_default_pool(void) {
   uvt_pool_t* def = uvt_pool_default();
   uvt_pool_stats_t st;
@@ -377,4 +465,4 @@ static void test_default_pool(void) {
 
 TEST_MAIN(TEST(test_options_defaults), TEST(test_ring_stress), TEST(test_pool_errors), TEST(test_min_threads_start),
           TEST(test_elastic), TEST(test_stats_and_names), TEST(test_shared_pool),
-          TEST(test_default_pool))
+          TEST(test_stuck_sprinter), TEST(test_default_pool))
