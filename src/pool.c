@@ -29,9 +29,9 @@
  * The lost-wake-up race between a submitter and a parking worker is closed
  * Dekker-style: the submitter publishes its task, then reads `waking`,
  * `sprint` and `parked`; a worker gives up `waking` or `sprint` or
- * publishes `parked`, then looks at the queues again. With a sequentially consistent fence between each
- * side's store and its load, either the worker sees the task or the
- * submitter sees the worker.
+ * publishes `parked`, then looks at the queues again. With a sequentially
+ * consistent fence between each side's store and its load, either the
+ * worker sees the task or the submitter sees the worker.
  *
  * The submitter's fence is most of a submit's cost (it waits for the stores
  * to the request's lines, which a worker's cache had last), so a loop
@@ -373,16 +373,21 @@ void uvt__reap(uvt__reap_t reap) {
   if (reap.valid) uv_thread_join(&reap.thread);
 }
 
-/* Wakes the most recently parked worker. Lock held. */
-static void uvt__wake_one_locked(uvt_pool_t* pool) {
-  uvt__worker_t* w = uvt__container_of(pool->idle.next, uvt__worker_t, idle_node);
-  /* No sprint runs (the caller saw none, and sprints start under the lock):
-   * the watcher has nothing to watch. */
+/* Takes parked worker w off the idle list as a waking worker (it stops
+ * watching: the callers end or saw no sprint, and sprints start under the
+ * lock). Lock held. */
+static void uvt__unpark_locked(uvt_pool_t* pool, uvt__worker_t* w) {
   if (pool->watcher == w) pool->watcher = NULL;
   uvt__queue_remove(&w->idle_node);
   uvt__fetch_sub_seq_cst(&pool->parked, 1u);
   uvt__fetch_add_seq_cst(&pool->waking, 1u);
   w->signalled = 1;
+}
+
+/* Wakes the most recently parked worker. Lock held. */
+static void uvt__wake_one_locked(uvt_pool_t* pool) {
+  uvt__worker_t* w = uvt__container_of(pool->idle.next, uvt__worker_t, idle_node);
+  uvt__unpark_locked(pool, w);
   uv_cond_signal(&w->cond);
 }
 
@@ -547,11 +552,7 @@ static int uvt__watch_locked(uvt_pool_t* pool, uvt__worker_t* w) {
   /* Relaxed, like the sprint's start: it only makes submitters wake
    * workers again. The sprinter's own end (a CAS) then fails. */
   uvt__store_relaxed(&pool->sprint, 0u);
-  pool->watcher = NULL;
-  uvt__queue_remove(&w->idle_node);
-  uvt__fetch_sub_seq_cst(&pool->parked, 1u);
-  uvt__fetch_add_seq_cst(&pool->waking, 1u);
-  w->signalled = 1;
+  uvt__unpark_locked(pool, w);
   return 1;
 }
 
