@@ -532,9 +532,13 @@ static void uvt__worker_found_work(uvt_pool_t* pool, uvt__worker_t* w) {
   }
   uvt__fetch_sub_seq_cst(&pool->waking, 1u);
   /* Seq_cst: a submitter that left its task to us is seen by
-   * uvt__work_waiting (see the top of the file). */
+   * uvt__work_waiting (see the top of the file). Work that came in after
+   * the hint gets a sprint too (a submitter may have woken a worker in
+   * between, which costs a wake-up but loses nothing): in a flood the
+   * loop puts its next task just after a spinner took the only one. */
   uvt__fence_seq_cst();
-  if (uvt__work_waiting(pool) && uvt__ensure_taker(pool)) uvt__start_worker(pool);
+  if (!uvt__work_waiting(pool) || uvt__try_sprint(pool, w)) return;
+  if (uvt__ensure_taker(pool)) uvt__start_worker(pool);
 }
 
 /* The watcher's wait: one watch period. Returns 1 if it relieved a
