@@ -526,7 +526,8 @@ static void uvt__end_sprint(uvt_pool_t* pool, uvt__worker_t* w, int hand_on) {
 static void uvt__worker_found_work(uvt_pool_t* pool, uvt__worker_t* w) {
   /* The sprint starts before waking drops, so that submitters never see
    * nobody on the way (they would wake a worker for nothing). */
-  if (uvt__work_hint(pool) && uvt__try_sprint(pool, w)) {
+  int tried = uvt__work_hint(pool);
+  if (tried && uvt__try_sprint(pool, w)) {
     uvt__fetch_sub_seq_cst(&pool->waking, 1u);
     return;
   }
@@ -535,9 +536,10 @@ static void uvt__worker_found_work(uvt_pool_t* pool, uvt__worker_t* w) {
    * uvt__work_waiting (see the top of the file). Work that came in after
    * the hint gets a sprint too (a submitter may have woken a worker in
    * between, which costs a wake-up but loses nothing): in a flood the
-   * loop puts its next task just after a spinner took the only one. */
+   * loop puts its next task just after a spinner took the only one. A
+   * sprint already refused above is not asked for twice. */
   uvt__fence_seq_cst();
-  if (!uvt__work_waiting(pool) || uvt__try_sprint(pool, w)) return;
+  if (!uvt__work_waiting(pool) || (!tried && uvt__try_sprint(pool, w))) return;
   if (uvt__ensure_taker(pool)) uvt__start_worker(pool);
 }
 
