@@ -96,6 +96,15 @@ static void child(const char* what, unsigned threads, double arg, double* out, i
 /* ---- tput: no-op tasks, 1024 in flight ---------------------------------- */
 
 #define IN_FLIGHT 1024
+/* Both sides run floods for this long before the measured one. A pool that
+ * has just sat idle (ours while the baseline's child process ran, and the
+ * other way round) starts a flood slowly on this VM: its scheduler tracks a
+ * thread's recent CPU use and packs threads that used little onto one CPU
+ * until their use builds up, which takes tens of milliseconds. With 4096
+ * tasks of warm-up (0.2 ms), a 400,000-task run after 100 ms of sleep ran
+ * at 12-13 M tasks/s against 35 M back to back; with 50 ms of floods
+ * first, at 20 M (our 4-thread pool, medians of 8 and 9). */
+#define WARM_UP_S 0.05
 static struct {
   long left, done;
   uvt_bridge_t* b;
@@ -136,8 +145,8 @@ static double ours_tput_pool(uvt_pool_t* pool, long n) {
 
 static double ours_tput(unsigned threads, long n) {
   uvt_pool_t* pool = make_pool(threads, threads);
-  double r;
-  ours_tput_pool(pool, IN_FLIGHT * 4); /* warm up */
+  double r, until = now_s() + WARM_UP_S;
+  while (now_s() < until) ours_tput_pool(pool, IN_FLIGHT * 4);
   r = ours_tput_pool(pool, n);
   CHECK(uvt_pool_free(pool));
   return r;
@@ -169,7 +178,8 @@ static double libuv_tput_once(long n) {
   return (double)tp.done / t;
 }
 static double libuv_tput(long n) {
-  libuv_tput_once(IN_FLIGHT * 4);
+  double until = now_s() + WARM_UP_S;
+  while (now_s() < until) libuv_tput_once(IN_FLIGHT * 4);
   return libuv_tput_once(n);
 }
 
