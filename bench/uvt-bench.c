@@ -842,7 +842,8 @@ int main(int argc, char** argv) {
   if (wanted(argc, argv, 1, "tput")) scenario_tput(tput_threads, 3, "tput", smoke ? 20000 : 2000000);
   if (wanted(argc, argv, 1, "latency")) scenario_latency();
   if (wanted(argc, argv, 1, "blocking")) scenario_blocking();
-  if (wanted(argc, argv, 1, "scaling")) scenario_tput(scaling_threads, 5, "scaling", smoke ? 20000 : 400000);
+  if (wanted(argc, argv, 1, "scaling"))
+    scenario_tput(scaling_threads, 5, "scaling", smoke ? 20000 : 2000000);
   if (wanted(argc, argv, 1, "lag")) scenario_lag();
   if (wanted(argc, argv, 1, "idle")) scenario_idle();
   if (wanted(argc, argv, 1, "streams")) scenario_streams();
