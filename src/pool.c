@@ -24,7 +24,9 @@
  * one only if work is still waiting, so a burst never wakes every thread at
  * once. If its last task was short, it takes the waiting work alone
  * instead (a sprint, see uvt__try_sprint), watched by a parked worker
- * that steps in if the sprinter gets stuck in a long task.
+ * that steps in if the sprinter gets stuck in a long task. The only awake
+ * worker, when it catches up with a flood, lets the submitter get ahead
+ * for a few microseconds before it looks again (UVT__CATCH_UP_NS).
  *
  * The lost-wake-up race between a submitter and a parking worker is closed
  * Dekker-style: the submitter publishes its task, then reads `waking`,
