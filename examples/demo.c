@@ -342,7 +342,7 @@ static void close_conn(client_conn_t* c) {
   if (c->closing) return;
   c->closing = 1;
   if (c->scanning)
-    CHECK(uvt_iter_close(&c->scan.it, free_row)); /* its final callback closes */
+    CHECK(uvt_iter_stop(&c->scan.it, free_row)); /* its final callback closes */
   else
     uv_close((uv_handle_t*)&c->tcp, on_conn_closed);
 }

@@ -55,7 +55,7 @@ static void on_line(uvt_iter_t* it, int status, void* line) {
   }
   printf("tail: %s", (char*)line);
   free(line);
-  if (++t->seen == t->wanted) uvt_iter_close(it, free_line); /* buffered lines are dropped */
+  if (++t->seen == t->wanted) uvt_iter_stop(it, free_line); /* buffered lines are dropped */
 }
 
 static void append_line(uv_timer_t* timer) {

@@ -39,7 +39,7 @@ extern "C" {
 /* ---- Version ------------------------------------------------------------ */
 
 #define UVT_VERSION_MAJOR 0
-#define UVT_VERSION_MINOR 1
+#define UVT_VERSION_MINOR 2
 #define UVT_VERSION_PATCH 0
 
 /* (MAJOR << 16) | (MINOR << 8) | PATCH of the library actually linked. */
@@ -89,8 +89,16 @@ typedef struct uvt__task_s {
   int where;         /* ring, overflow queue or neither (see pool.c) */
 } uvt__task_t;
 
-/* The bounded buffer shared by iterators and channels. */
-typedef struct uvt__chan_core_s {
+/* A node of a bridge's in-flight list: something that keeps the loop alive
+ * and that the bridge's close must reach, through its own closing hook. */
+typedef struct uvt__inflight_s {
+  uvt__qnode_t node;
+  void (*closing)(struct uvt__inflight_s* self); /* may be NULL */
+} uvt__inflight_t;
+
+/* The bounded buffer between producer threads and the loop, shared by
+ * iterators and channels. */
+typedef struct uvt__stream_s {
   uv_mutex_t mutex;
   uv_cond_t space; /* blocked producers wait here */
   void** ring;
@@ -98,13 +106,17 @@ typedef struct uvt__chan_core_s {
   unsigned waiters;
   unsigned flags;  /* producer-side state, guarded by mutex */
   unsigned lflags; /* loop-side state: written by the loop under mutex */
-  int status;      /* generator result (iterators) */
+  int status;      /* the producer's own end (iterators: the generator's result) */
   struct uvt__bridge_impl_s* impl;
   void* ctx;
+  /* The owner's hooks, loop thread: an item or the final status; the
+   * owner's part of a bridge close (may be NULL). */
+  void (*deliver)(struct uvt__stream_s* stream, int status, void* item);
+  void (*closing)(struct uvt__stream_s* stream);
   uvt__msg_t msg;
-  uvt__qnode_t bridge_node;
+  uvt__inflight_t inflight;
   uintptr_t tag;
-} uvt__chan_core_t;
+} uvt__stream_t;
 
 /* ---- Pool: the custom thread pool (any thread) --------------------------- */
 
@@ -211,7 +223,7 @@ struct uvt_work_s {
   int uvt__separate;
   uvt__task_t uvt__task;
   uvt__msg_t uvt__msg;
-  uvt__qnode_t uvt__bridge_node;
+  uvt__inflight_t uvt__inflight;
 };
 
 /* Runs work(req) on the bridge's pool, then after(req, status) on the loop
@@ -249,14 +261,14 @@ struct uvt_iter_s {
   uvt_iter_cb uvt__cb;
   int uvt__separate;
   uvt__task_t uvt__task;
-  uvt__chan_core_t uvt__core;
+  uvt__stream_t uvt__stream;
 };
 
 /* Runs gen(it) on the pool (or, for _separate, on its own thread). Each
  * uvt_yield(it, item) in gen leads to cb(it, 0, item) on the loop thread, in
  * order and batched per wake-up; then exactly one final cb(it, status, NULL):
  * UV_EOF when gen returned 0, gen's negative code when it failed (after the
- * items it yielded), UV_ECANCELED when closed early or by the bridge's close.
+ * items it yielded), UV_ECANCELED when stopped early or by the bridge's close.
  * The final callback comes after gen returned; it may free the iterator.
  * At most max_size items are accepted by uvt_yield and not yet passed to cb;
  * the buffer of max_size pointers is allocated here. An open iterator keeps
@@ -270,23 +282,27 @@ UVT_EXTERN int uvt_threaded_iterable_separate(uvt_bridge_t* bridge, uvt_iter_t* 
                                               uvt_iter_cb cb);
 
 /* Generator thread only: hands item to the loop, blocking while max_size items
- * are outstanding. 0, or UV_EPIPE once the iterator was closed (the item was
+ * are outstanding. 0, or UV_EPIPE once the iterator was stopped (the item was
  * not taken: the generator cleans up and returns). UV_EINVAL when it is NULL
- * or the caller is not it's generator. */
+ * or the caller is not its generator. */
 UVT_EXTERN int uvt_yield(uvt_iter_t* it, void* item);
 
 /* Loop thread. Stop / restart delivery, like uv_read_stop/uv_read_start: a
  * paused iterator delivers nothing, also not the rest of a batch already
  * taken, and its generator blocks once the buffer is full. Idempotent.
- * UV_EINVAL: NULL, closed, after the final callback, not the loop thread. */
+ * UV_EINVAL: NULL, stopped, after the final callback, not the loop thread. */
 UVT_EXTERN int uvt_iter_pause(uvt_iter_t* it);
 UVT_EXTERN int uvt_iter_resume(uvt_iter_t* it);
 
-/* Loop thread. Stops early: buffered items go to drop (may be NULL) before
- * this returns, a pending or later uvt_yield returns UV_EPIPE at once, and
- * the final callback (UV_ECANCELED) follows once gen returned. If gen has not
- * started it never runs. May be called from inside cb. UV_EINVAL: NULL,
- * already closed, after the final callback, not the loop thread. */
+/* Loop thread. Stops early (the loop-side abort, like uvt_chan_stop):
+ * buffered items go to drop (may be NULL) before this returns, a pending or
+ * later uvt_yield returns UV_EPIPE at once, and the final callback
+ * (UV_ECANCELED) follows once gen returned. If gen has not started it never
+ * runs. May be called from inside cb. UV_EINVAL: NULL, already stopped,
+ * after the final callback, not the loop thread. */
+UVT_EXTERN int uvt_iter_stop(uvt_iter_t* it, uvt_drop_cb drop);
+
+/* Deprecated alias of uvt_iter_stop (its 0.1 name), kept until 1.0. */
 UVT_EXTERN int uvt_iter_close(uvt_iter_t* it, uvt_drop_cb drop);
 
 /* ---- Channel: from any threads to the loop -------------------------------- */
@@ -296,7 +312,7 @@ struct uvt_chan_s {
   uvt_bridge_t* bridge; /* read-only */
   /* private */
   uvt_chan_cb uvt__cb;
-  uvt__chan_core_t uvt__core;
+  uvt__stream_t uvt__stream;
 };
 
 /* Loop thread. Opens a channel: cb(ch, 0, item) per item in each producer's

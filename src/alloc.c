@@ -11,3 +11,7 @@ void* uvt__aligned_alloc(size_t align, size_t size) {
 }
 
 void uvt__free(void* ptr) { free(ptr); }
+
+#if defined(UVT_TEST_HOOKS)
+void (*uvt__test_hook)(const char* point, const void* obj);
+#endif

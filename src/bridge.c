@@ -19,15 +19,13 @@
  * stack empty holds `senders` around it (uvt_call and uvt_sync_await
  * always do, to check for a close) and the teardown waits for senders to
  * reach zero before closing the async handle. */
-#include <string.h>
-
-#include "internal.h"
+#include "bridge.h"
 
 #define UVT__DRAIN_BUDGET 1000u
 
 /* The inbox's bottom while a drain runs (see the top of the file). */
-static uvt__msg_t uvt__draining;
-#define UVT__DRAINING (&uvt__draining)
+static uvt__msg_t uvt__drain_marker;
+#define UVT__DRAIN_MARKER (&uvt__drain_marker)
 
 uvt__bridge_impl_t* uvt__bridge_get(const uvt_bridge_t* bridge) {
   if (bridge == NULL) return NULL;
@@ -52,12 +50,28 @@ int uvt__bridge_check_submit(uvt__bridge_impl_t* impl) {
   return 0;
 }
 
-void uvt__bridge_update_ref(uvt__bridge_impl_t* impl) {
+/* Recomputes whether the async handle keeps the loop alive. Loop thread. */
+static void uvt__bridge_update_ref(uvt__bridge_impl_t* impl) {
   if (impl->finishing) return;
-  if (impl->closing || impl->active > 0 || impl->user_ref)
+  if (impl->closing || !uvt__queue_empty(&impl->inflight) || impl->user_ref)
     uv_ref((uv_handle_t*)&impl->async);
   else
     uv_unref((uv_handle_t*)&impl->async);
+}
+
+void uvt__bridge_track(uvt__bridge_impl_t* impl, uvt__inflight_t* node) {
+  int was_idle = uvt__queue_empty(&impl->inflight);
+  uvt__queue_insert_tail(&impl->inflight, &node->node);
+  /* Only the first object in flight changes the handle's ref state. */
+  if (was_idle) uvt__bridge_update_ref(impl);
+}
+
+void uvt__bridge_untrack(uvt__bridge_impl_t* impl, uvt__inflight_t* node) {
+  uvt__queue_remove(&node->node);
+  if (impl->closing)
+    uv_async_send(&impl->async); /* the close may have been waiting for this */
+  else if (uvt__queue_empty(&impl->inflight))
+    uvt__bridge_update_ref(impl);
 }
 
 /* Pushes msg and wakes the loop if the stack was empty. If hold_if_empty,
@@ -116,6 +130,54 @@ void uvt__bridge_post_local(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
   uv_async_send(&impl->async);
 }
 
+uvt__record_t* uvt__bridge_record_take(uvt__bridge_impl_t* impl, size_t size) {
+  uvt__record_t* rec;
+  uv_mutex_lock(&impl->records_mutex);
+  rec = impl->records_free_head;
+  if (rec != NULL) {
+    impl->records_free_head = rec->next_free;
+    if (impl->records_free_head == NULL) impl->records_free_tail = NULL;
+    uv_mutex_unlock(&impl->records_mutex);
+    return rec;
+  }
+  uv_mutex_unlock(&impl->records_mutex);
+
+  rec = uvt__calloc(1, size);
+  if (rec == NULL) return NULL;
+  if (uv_sem_init(&rec->done, 0) != 0) {
+    uvt__free(rec);
+    return NULL;
+  }
+  uv_mutex_lock(&impl->records_mutex);
+  rec->next_all = impl->records_all;
+  impl->records_all = rec;
+  uv_mutex_unlock(&impl->records_mutex);
+  return rec;
+}
+
+/* Oldest first, so a stale pointer meets a reused record as late as possible. */
+void uvt__bridge_record_give(uvt__bridge_impl_t* impl, uvt__record_t* rec) {
+  uv_mutex_lock(&impl->records_mutex);
+  rec->next_free = NULL;
+  if (impl->records_free_tail != NULL)
+    impl->records_free_tail->next_free = rec;
+  else
+    impl->records_free_head = rec;
+  impl->records_free_tail = rec;
+  uv_mutex_unlock(&impl->records_mutex);
+}
+
+static void uvt__bridge_records_free(uvt__bridge_impl_t* impl) {
+  uvt__record_t* rec = impl->records_all;
+  while (rec != NULL) {
+    uvt__record_t* next = rec->next_all;
+    uv_sem_destroy(&rec->done);
+    uvt__free(rec);
+    rec = next;
+  }
+  uv_mutex_destroy(&impl->records_mutex);
+}
+
 /* Moves the whole inbox, in push order, behind the ready list, leaving the
  * drain's marker in it. Returns 0 if it held nothing new: the inbox is then
  * NULL again, and the next push wakes the loop. */
@@ -124,16 +186,16 @@ static int uvt__bridge_take_inbox(uvt__bridge_impl_t* impl) {
   uvt__msg_t* fifo = NULL;
   uvt__msg_t* tail;
   for (;;) {
-    uvt__msg_t* marker = UVT__DRAINING;
+    uvt__msg_t* marker = UVT__DRAIN_MARKER;
     /* Acquire: pairs with the producers' release CAS. */
-    stack = uvt__exchange_acquire(&impl->inbox, UVT__DRAINING);
-    if (stack != NULL && stack != UVT__DRAINING) break;
+    stack = uvt__exchange_acquire(&impl->inbox, UVT__DRAIN_MARKER);
+    if (stack != NULL && stack != UVT__DRAIN_MARKER) break;
     /* Relaxed: no message comes with the marker. If a push landed on it
      * since the exchange, the CAS fails and we take that push. */
     if (uvt__cas_strong_relaxed(&impl->inbox, &marker, NULL)) return 0;
   }
   tail = stack;
-  while (stack != NULL && stack != UVT__DRAINING) {
+  while (stack != NULL && stack != UVT__DRAIN_MARKER) {
     uvt__msg_t* next = stack->next;
     stack->next = fifo;
     fifo = stack;
@@ -151,8 +213,7 @@ static void uvt__bridge_closed_cb(uv_handle_t* handle) {
   uvt__bridge_impl_t* impl = uvt__container_of(handle, uvt__bridge_impl_t, async);
   uvt_bridge_t* bridge = impl->bridge;
   uvt_close_cb cb = impl->close_cb;
-  uvt__await_free_all(impl);
-  uv_mutex_destroy(&impl->await_mutex);
+  uvt__bridge_records_free(impl);
   uvt__store_relaxed(&bridge->uvt__tag, (uintptr_t)0);
   bridge->uvt__impl = NULL;
   uvt__pool_detach(bridge->pool, impl->producer.sole);
@@ -162,7 +223,7 @@ static void uvt__bridge_closed_cb(uv_handle_t* handle) {
 
 /* Loop thread, bridge closing: ends it once nothing is left in flight. */
 static void uvt__bridge_maybe_finish(uvt__bridge_impl_t* impl) {
-  if (impl->finishing || impl->active > 0 || impl->ready_head != NULL) return;
+  if (impl->finishing || !uvt__queue_empty(&impl->inflight) || impl->ready_head != NULL) return;
   if (uvt__load_acquire(&impl->inbox) != NULL) return;
   /* Every request has been delivered; threads may still be on their way out
    * (between a push and its uv_async_send, or returning an await record). */
@@ -221,25 +282,24 @@ int uvt_bridge_init(uv_loop_t* loop, uvt_bridge_t* bridge, uvt_pool_t* pool) {
   impl = uvt__aligned_alloc(UVT__CACHE_LINE, sizeof(*impl));
   if (impl == NULL) return UV_ENOMEM;
   memset(impl, 0, sizeof(*impl));
-  rc = uv_mutex_init(&impl->await_mutex);
+  rc = uv_mutex_init(&impl->records_mutex);
   if (rc != 0) goto fail;
   rc = uvt__pool_attach(pool);
   if (rc < 0) {
-    uv_mutex_destroy(&impl->await_mutex);
+    uv_mutex_destroy(&impl->records_mutex);
     goto fail;
   }
   impl->producer.sole = rc;
   rc = uv_async_init(loop, &impl->async, uvt__bridge_drain);
   if (rc != 0) {
     uvt__pool_detach(pool, impl->producer.sole);
-    uv_mutex_destroy(&impl->await_mutex);
+    uv_mutex_destroy(&impl->records_mutex);
     goto fail;
   }
   uv_unref((uv_handle_t*)&impl->async);
   impl->bridge = bridge;
   impl->loop_thread = uv_thread_self();
-  uvt__queue_init(&impl->works);
-  uvt__queue_init(&impl->chans);
+  uvt__queue_init(&impl->inflight);
 
   bridge->loop = loop;
   bridge->pool = pool;
@@ -260,13 +320,11 @@ int uvt_bridge_close(uvt_bridge_t* bridge, uvt_close_cb close_cb) {
   /* Seq_cst: see uvt__bridge_post_if_open. */
   uvt__store_seq_cst(&impl->closing, 1);
   impl->close_cb = close_cb;
-  for (n = impl->works.next; n != &impl->works; n = next) {
+  /* A hook may untrack its own node (and no other). */
+  for (n = impl->inflight.next; n != &impl->inflight; n = next) {
+    uvt__inflight_t* node = uvt__container_of(n, uvt__inflight_t, node);
     next = n->next;
-    uvt__work_bridge_closing(impl, n);
-  }
-  for (n = impl->chans.next; n != &impl->chans; n = next) {
-    next = n->next;
-    uvt__chan_bridge_closing(impl, n);
+    if (node->closing != NULL) node->closing(node);
   }
   uvt__bridge_update_ref(impl);
   uv_async_send(&impl->async); /* a drain ends the bridge once all is delivered */

@@ -1,23 +1,13 @@
-/* uvt_call, uvt_sync_await and context propagation.
+/* uvt_call and uvt_sync_await: threads calling into the loop.
  *
  * uvt_call allocates one small record per call (it is fire and forget: the
- * caller keeps nothing). uvt_sync_await borrows a record from its bridge and
- * returns it when it wakes; records stay owned by the bridge until it closes,
- * so a stray second uvt_await_resolve finds a record that is still memory,
- * sees that it is not running and ignores it (asserting in debug builds). */
-#include "internal.h"
-
-static UVT__THREAD_LOCAL void* uvt__tls_ctx;
-
-void uvt_context_set(void* ctx) { uvt__tls_ctx = ctx; }
-
-void* uvt_context_get(void) { return uvt__tls_ctx; }
-
-void* uvt__context_swap(void* ctx) {
-  void* prev = uvt__tls_ctx;
-  uvt__tls_ctx = ctx;
-  return prev;
-}
+ * caller keeps nothing). uvt_sync_await borrows a record from its bridge
+ * (bridge.h) and gives it back when it wakes; records stay owned by the
+ * bridge until it closes, so a stray second uvt_await_resolve finds a record
+ * that is still memory, sees that it is not running and ignores it
+ * (asserting in debug builds). */
+#include "bridge.h"
+#include "context.h"
 
 /* ---- uvt_call ----------------------------------------------------------- */
 
@@ -48,7 +38,7 @@ int uvt_call(uvt_bridge_t* bridge, uvt_call_cb fn, void* arg) {
   call->msg.deliver = uvt__call_deliver;
   call->fn = fn;
   call->arg = arg;
-  call->ctx = uvt__tls_ctx;
+  call->ctx = uvt_context_get();
   rc = uvt__bridge_post_if_open(impl, &call->msg);
   if (rc != 0) uvt__free(call);
   return rc;
@@ -56,86 +46,36 @@ int uvt_call(uvt_bridge_t* bridge, uvt_call_cb fn, void* arg) {
 
 /* ---- uvt_sync_await ----------------------------------------------------- */
 
-enum { UVT__AWAIT_FREE, UVT__AWAIT_QUEUED, UVT__AWAIT_RUNNING, UVT__AWAIT_RESOLVED };
+enum { UVT__AWAIT_QUEUED = 1, UVT__AWAIT_RUNNING, UVT__AWAIT_RESOLVED };
 
 #define UVT__AWAIT_SPIN_NS 20000u /* how long a waiter spins before it sleeps */
 
 struct uvt_await_s {
-  uvt__msg_t msg;
+  uvt__record_t rec; /* first: the bridge's record */
   uvt__bridge_impl_t* impl;
   uvt_await_cb fn;
   void* arg;
   void* ctx;
-  uv_sem_t done;
+  uvt__inflight_t inflight; /* while fn runs: the close waits for the resolve */
   int status;
   int state; /* atomic: the waiter spins on it; written by the loop, or by
               * the waiting thread before it posts */
-  struct uvt_await_s* next_free;
-  struct uvt_await_s* next_all;
 };
 
-static uvt_await_t* uvt__await_take(uvt__bridge_impl_t* impl) {
-  uvt_await_t* aw;
-  uv_mutex_lock(&impl->await_mutex);
-  aw = impl->await_free_head;
-  if (aw != NULL) {
-    impl->await_free_head = aw->next_free;
-    if (impl->await_free_head == NULL) impl->await_free_tail = NULL;
-    uv_mutex_unlock(&impl->await_mutex);
-    return aw;
-  }
-  uv_mutex_unlock(&impl->await_mutex);
-
-  aw = uvt__calloc(1, sizeof(*aw));
-  if (aw == NULL) return NULL;
-  if (uv_sem_init(&aw->done, 0) != 0) {
-    uvt__free(aw);
-    return NULL;
-  }
-  aw->impl = impl;
-  uv_mutex_lock(&impl->await_mutex);
-  aw->next_all = impl->await_all;
-  impl->await_all = aw;
-  uv_mutex_unlock(&impl->await_mutex);
-  return aw;
-}
-
-/* Oldest first, so a stale pointer meets a reused record as late as possible. */
-static void uvt__await_give_back(uvt__bridge_impl_t* impl, uvt_await_t* aw) {
-  uv_mutex_lock(&impl->await_mutex);
-  aw->next_free = NULL;
-  if (impl->await_free_tail != NULL)
-    impl->await_free_tail->next_free = aw;
-  else
-    impl->await_free_head = aw;
-  impl->await_free_tail = aw;
-  uv_mutex_unlock(&impl->await_mutex);
-}
-
-void uvt__await_free_all(uvt__bridge_impl_t* impl) {
-  uvt_await_t* aw = impl->await_all;
-  while (aw != NULL) {
-    uvt_await_t* next = aw->next_all;
-    uv_sem_destroy(&aw->done);
-    uvt__free(aw);
-    aw = next;
-  }
-  impl->await_all = impl->await_free_head = impl->await_free_tail = NULL;
-}
-
 static unsigned uvt__await_deliver(uvt__msg_t* msg, unsigned budget) {
-  uvt_await_t* aw = uvt__container_of(msg, uvt_await_t, msg);
+  uvt_await_t* aw = uvt__container_of(msg, uvt_await_t, rec.msg);
   uvt__bridge_impl_t* impl = aw->impl;
   void* prev;
   (void)budget;
   if (impl->closing) {
     aw->status = UV_ECANCELED;
     uvt__store_release(&aw->state, UVT__AWAIT_RESOLVED); /* publishes status */
-    uv_sem_post(&aw->done);
+    uv_sem_post(&aw->rec.done);
     return 1;
   }
   uvt__store_relaxed(&aw->state, UVT__AWAIT_RUNNING);
-  impl->active++; /* the close waits for the resolve */
+  aw->inflight.closing = NULL; /* nothing to cancel: the close waits */
+  uvt__bridge_track(impl, &aw->inflight);
   prev = uvt__context_swap(aw->ctx);
   aw->fn(aw, aw->arg);
   uvt__context_swap(prev);
@@ -157,27 +97,28 @@ int uvt_sync_await(uvt_bridge_t* bridge, uvt_await_cb fn, void* arg) {
     rc = UV_EPIPE;
     goto out;
   }
-  aw = uvt__await_take(impl);
+  aw = (uvt_await_t*)uvt__bridge_record_take(impl, sizeof(uvt_await_t));
   if (aw == NULL) {
     rc = UV_ENOMEM;
     goto out;
   }
-  aw->msg.deliver = uvt__await_deliver;
+  aw->rec.msg.deliver = uvt__await_deliver;
+  aw->impl = impl;
   aw->fn = fn;
   aw->arg = arg;
-  aw->ctx = uvt__tls_ctx;
+  aw->ctx = uvt_context_get();
   aw->status = 0;
   uvt__store_relaxed(&aw->state, UVT__AWAIT_QUEUED);
-  rc = uvt__bridge_post_if_open(impl, &aw->msg);
+  rc = uvt__bridge_post_if_open(impl, &aw->rec.msg);
   if (rc == 0) {
     /* A loop function that resolves at once answers within microseconds:
      * spin for that briefly, so the post finds nobody asleep. The wait
      * below then returns at once; either way it consumes the post. */
     UVT__SPIN_WHILE(uvt__load_acquire(&aw->state) != UVT__AWAIT_RESOLVED, UVT__AWAIT_SPIN_NS);
-    uv_sem_wait(&aw->done);
+    uv_sem_wait(&aw->rec.done);
     rc = aw->status; /* ordered by the acquire load or the semaphore */
   }
-  uvt__await_give_back(impl, aw);
+  uvt__bridge_record_give(impl, &aw->rec);
 out:
   uvt__fetch_sub_release(&impl->senders, 1u);
   return rc;
@@ -192,11 +133,7 @@ void uvt_await_resolve(uvt_await_t* aw, int status) {
     return;
   }
   aw->status = status;
+  uvt__bridge_untrack(impl, &aw->inflight);
   uvt__store_release(&aw->state, UVT__AWAIT_RESOLVED); /* publishes status */
-  impl->active--;
-  uv_sem_post(&aw->done); /* the waiter may reuse aw from here on */
-  if (impl->closing)
-    uv_async_send(&impl->async); /* the close may have been waiting for this */
-  else
-    uvt__bridge_update_ref(impl);
+  uv_sem_post(&aw->rec.done); /* the waiter may reuse aw from here on */
 }

@@ -1,16 +1,13 @@
-/* The stats clock: TSC ticks where the kernel trusts the TSC, converted to
- * nanoseconds when stats are read (one rate per read, so that a total and
- * its max stay comparable).
+/* The stats clock (clock.h): TSC ticks where the kernel trusts the TSC,
+ * converted to nanoseconds when stats are read (one rate per read, so that
+ * a total and its max stay comparable).
  *
  * The rate is not calibrated up front (that would cost a sleep): a reference
  * pair (ticks, ns) is taken at the first uvt__clock_init, and each
  * read of the rate divides the nanoseconds elapsed since then by the ticks
  * elapsed. The error is the spread of one pair of reads (a few ns) over the
  * time since the first pool was made. */
-#include <stdio.h>
-#include <string.h>
-
-#include "internal.h"
+#include "clock.h"
 
 #if defined(UVT__HAVE_TSC)
 int uvt__clock_is_tsc;
@@ -19,24 +16,13 @@ static uv_once_t uvt__clock_once = UV_ONCE_INIT;
 
 /* The TSC read halfway through a uv_hrtime() call. */
 static void uvt__clock_pair(uint64_t* ticks, uint64_t* ns) {
-  uint64_t before = __rdtsc();
+  uint64_t before = uvt__rdtsc();
   *ns = uv_hrtime();
-  *ticks = before + (__rdtsc() - before) / 2;
-}
-
-/* Linux keeps time with the TSC only if it is invariant and synchronised
- * across CPUs, which is exactly what timing across threads needs. */
-static int uvt__kernel_uses_tsc(void) {
-  char name[16] = {0};
-  FILE* f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "r");
-  if (f == NULL) return 0;
-  if (fgets(name, sizeof(name), f) == NULL) name[0] = '\0';
-  fclose(f);
-  return strcmp(name, "tsc\n") == 0;
+  *ticks = before + (uvt__rdtsc() - before) / 2;
 }
 
 static void uvt__clock_setup(void) {
-  if (!uvt__kernel_uses_tsc()) return;
+  if (!uvt__kernel_clock_is_tsc()) return;
   uvt__clock_pair(&uvt__ref_ticks, &uvt__ref_ns);
   uvt__clock_is_tsc = 1;
 }

@@ -1,34 +1,29 @@
 /* uvt_threaded_iterable[_separate]: a blocking generator run as a pool task
- * (or on its own thread) that feeds the channel core of chan.c.
+ * (or on its own thread) that feeds a stream (stream.c).
  *
  * The end of the generator is reported from the task's done hook, which is
  * the pool's last touch of the iterator: the final callback, which may free
- * the iterator, waits for it. */
-#include "internal.h"
+ * the iterator, waits for it (the stream joins its producer). */
+#include "context.h"
+#include "stream.h"
 
 /* The iterator whose generator runs on this thread: uvt_yield accepts only it. */
 static UVT__THREAD_LOCAL uvt_iter_t* uvt__tls_iter;
 
-void uvt__iter_deliver(uvt__chan_core_t* core, int status, void* item) {
-  uvt_iter_t* it = uvt__container_of(core, uvt_iter_t, uvt__core);
-  void* prev = uvt__context_swap(core->ctx);
+static void uvt__iter_deliver(uvt__stream_t* stream, int status, void* item) {
+  uvt_iter_t* it = uvt__container_of(stream, uvt_iter_t, uvt__stream);
+  void* prev = uvt__context_swap(stream->ctx);
   it->uvt__cb(it, status, item);
   uvt__context_swap(prev);
 }
 
-/* Runs the generator unless the iterator was closed before it started. */
+/* Runs the generator unless the iterator was stopped before it started. */
 static int uvt__iter_run_gen(uvt_iter_t* it) {
-  uvt__chan_core_t* core = &it->uvt__core;
   uvt_iter_t* prev_it;
   void* prev_ctx;
-  int run;
   int rc;
-  uv_mutex_lock(&core->mutex);
-  run = !(core->lflags & (UVT__CORE_STOPPED | UVT__CORE_DRAINING));
-  if (run) core->flags |= UVT__CORE_GEN_STARTED;
-  uv_mutex_unlock(&core->mutex);
-  if (!run) return UV_ECANCELED;
-  prev_ctx = uvt__context_swap(core->ctx);
+  if (!uvt__stream_producer_may_start(&it->uvt__stream)) return UV_ECANCELED;
+  prev_ctx = uvt__context_swap(it->uvt__stream.ctx);
   prev_it = uvt__tls_iter;
   uvt__tls_iter = it;
   rc = it->uvt__gen(it);
@@ -39,13 +34,13 @@ static int uvt__iter_run_gen(uvt_iter_t* it) {
 
 static void uvt__iter_task_work(uvt__task_t* task) {
   uvt_iter_t* it = uvt__container_of(task, uvt_iter_t, uvt__task);
-  /* Read by the loop only after the done hook sets GEN_DONE under the lock. */
-  it->uvt__core.status = uvt__iter_run_gen(it);
+  /* Read by the loop only after the done hook reports it under the lock. */
+  it->uvt__stream.status = uvt__iter_run_gen(it);
 }
 
 static void uvt__iter_task_done(uvt__task_t* task) {
   uvt_iter_t* it = uvt__container_of(task, uvt_iter_t, uvt__task);
-  uvt__core_gen_done(&it->uvt__core, it->uvt__core.status);
+  uvt__stream_producer_done(&it->uvt__stream, it->uvt__stream.status);
 }
 
 static void uvt__iter_separate_main(void* arg) {
@@ -57,8 +52,19 @@ static void uvt__iter_separate_main(void* arg) {
   /* Register the exit before the end is reported: after it the bridge and
    * then the pool may go away. */
   reap = uvt__pool_thread_exiting(it->bridge->pool);
-  uvt__core_gen_done(&it->uvt__core, rc);
+  uvt__stream_producer_done(&it->uvt__stream, rc);
   uvt__reap(reap);
+}
+
+/* A generator still waiting in the pool queue will never run. Loop thread. */
+static void uvt__iter_withdraw(uvt_iter_t* it) {
+  if (!it->uvt__separate && uvt__pool_cancel(it->bridge->pool, &it->uvt__task) == 0)
+    uvt__stream_producer_done(&it->uvt__stream, UV_ECANCELED);
+}
+
+/* The stream's closing hook: the bridge closes. */
+static void uvt__iter_bridge_closing(uvt__stream_t* stream) {
+  uvt__iter_withdraw(uvt__container_of(stream, uvt_iter_t, uvt__stream));
 }
 
 static int uvt__iter_start(uvt_bridge_t* bridge, uvt_iter_t* it, size_t max_size, uvt_gen_cb gen,
@@ -67,7 +73,7 @@ static int uvt__iter_start(uvt_bridge_t* bridge, uvt_iter_t* it, size_t max_size
   int rc;
   if (impl == NULL || it == NULL || gen == NULL || cb == NULL || max_size == 0) return UV_EINVAL;
   if ((rc = uvt__bridge_check_submit(impl)) != 0) return rc;
-  if (uvt__core_is_open(&it->uvt__core)) return UV_EBUSY;
+  if (uvt__stream_is_open(&it->uvt__stream)) return UV_EBUSY;
   it->bridge = bridge;
   it->uvt__gen = gen;
   it->uvt__cb = cb;
@@ -75,13 +81,15 @@ static int uvt__iter_start(uvt_bridge_t* bridge, uvt_iter_t* it, size_t max_size
   it->uvt__task.work = uvt__iter_task_work;
   it->uvt__task.done = uvt__iter_task_done;
   it->uvt__task.where = 0;
-  /* Open the buffer first: the generator may yield at once. */
-  if ((rc = uvt__core_open(impl, &it->uvt__core, max_size, 1)) != 0) return rc;
+  /* Open the stream first: the generator may yield at once. */
+  rc = uvt__stream_open(impl, &it->uvt__stream, max_size, uvt__iter_deliver,
+                        uvt__iter_bridge_closing, 1);
+  if (rc != 0) return rc;
   if (separate)
     rc = uvt__pool_spawn(bridge->pool, uvt__iter_separate_main, it);
   else
     rc = uvt__pool_submit(bridge->pool, &it->uvt__task, &impl->producer);
-  if (rc != 0) uvt__core_discard(&it->uvt__core);
+  if (rc != 0) uvt__stream_discard(&it->uvt__stream);
   return rc;
 }
 
@@ -97,38 +105,29 @@ int uvt_threaded_iterable_separate(uvt_bridge_t* bridge, uvt_iter_t* it, size_t 
 
 int uvt_yield(uvt_iter_t* it, void* item) {
   if (it == NULL || uvt__tls_iter != it) return UV_EINVAL;
-  return uvt__core_put(&it->uvt__core, item, UINT64_MAX, UV_EAGAIN);
+  return uvt__stream_put(&it->uvt__stream, item, UINT64_MAX, UV_EAGAIN);
 }
 
 /* Whether it is open and this is its loop thread. */
 static int uvt__iter_loop_side(uvt_iter_t* it) {
-  return it != NULL && uvt__core_is_open(&it->uvt__core) &&
-         uvt__bridge_on_loop_thread(it->uvt__core.impl);
+  return it != NULL && uvt__stream_on_loop_side(&it->uvt__stream);
 }
 
 int uvt_iter_pause(uvt_iter_t* it) {
   if (!uvt__iter_loop_side(it)) return UV_EINVAL;
-  return uvt__core_pause(&it->uvt__core, 1);
+  return uvt__stream_pause(&it->uvt__stream, 1);
 }
 
 int uvt_iter_resume(uvt_iter_t* it) {
   if (!uvt__iter_loop_side(it)) return UV_EINVAL;
-  return uvt__core_pause(&it->uvt__core, 0);
+  return uvt__stream_pause(&it->uvt__stream, 0);
 }
 
-/* A generator still waiting in the pool queue will never run. Loop thread. */
-static void uvt__iter_withdraw(uvt_iter_t* it) {
-  if (!it->uvt__separate && uvt__pool_cancel(it->bridge->pool, &it->uvt__task) == 0)
-    uvt__core_gen_done(&it->uvt__core, UV_ECANCELED);
-}
-
-int uvt_iter_close(uvt_iter_t* it, uvt_drop_cb drop) {
+int uvt_iter_stop(uvt_iter_t* it, uvt_drop_cb drop) {
   if (!uvt__iter_loop_side(it)) return UV_EINVAL;
-  if (uvt__core_stop(&it->uvt__core, drop) != 0) return UV_EINVAL;
+  if (uvt__stream_stop(&it->uvt__stream, drop) != 0) return UV_EINVAL;
   uvt__iter_withdraw(it);
   return 0;
 }
 
-void uvt__iter_bridge_closing(uvt__chan_core_t* core) {
-  uvt__iter_withdraw(uvt__container_of(core, uvt_iter_t, uvt__core));
-}
+int uvt_iter_close(uvt_iter_t* it, uvt_drop_cb drop) { return uvt_iter_stop(it, drop); }

@@ -1,20 +1,14 @@
-/* The thread pool: run queue, parking, elastic sizing, stats.
+/* The thread pool: workers, wake-up policy, parking, elastic sizing, stats.
  *
- * The run queue is a bounded lock-free ring of cells (Vyukov's: every cell
- * carries a sequence number that says whose turn it is), so neither a
- * submitter nor a worker takes a lock per task, and a burst of submissions
- * fills consecutive cells that a worker reads a cache line at a time.
- * Submissions come from loop threads, nearly always one per pool: the first
- * bridge attached is the sole producer of the pool's own ring and puts with
- * plain stores, no locked instruction. Bridges attached beside it share a
- * second ring (made when the first of them attaches) and claim cells with a
- * CAS. Workers take from both with a CAS, alternating which comes first.
- * When a ring is full, tasks go to an overflow queue under the pool's
- * mutex, and so do all submissions until it is empty again (so that the
- * overflow is not starved). A queued task is cancelled in O(1): the loop
- * thread clears its cell's task pointer with a CAS, and whichever of that
- * CAS and the worker's exchange of the pointer comes first owns the task.
- * Nothing allocates per task.
+ * The run queue is a pair of lock-free rings (ring.h). Submissions come
+ * from loop threads, nearly always one per pool: the first bridge attached
+ * is the sole producer of the pool's own ring and puts with plain stores,
+ * no locked instruction. Bridges attached beside it share a second ring
+ * (made when the first of them attaches) and claim cells with a CAS.
+ * Workers take from both, alternating which comes first. When a ring is
+ * full, tasks go to an overflow queue under the pool's mutex, and so do all
+ * submissions until it is empty again (so that the overflow is not
+ * starved). Nothing allocates per task.
  *
  * Idle workers spin briefly (one at a time), then park on their own
  * condition variable in a LIFO list, so the most recently idle (cache-warm)
@@ -43,10 +37,10 @@
  * leave a task to a worker that has just taken a task of its own or just
  * parked: it then waits for the end of the batch (or of that worker's
  * task); it is never lost. */
-#include <stdio.h>
-#include <string.h>
+#include "pool.h"
 
-#include "internal.h"
+#include "clock.h"
+#include "ring.h"
 
 /* How long the last awake worker looks for work before it parks: long
  * enough to catch a loop's next request in a sequence of round trips. A
@@ -55,7 +49,6 @@
  * only take CPU from them and from the loop (measured: the 4-thread no-op
  * throughput doubles on 2 cores). */
 #define UVT__SPIN_NS 20000u
-#define UVT__RING_SIZE 4096u /* cells; a power of two */
 
 /* How long the only awake worker, having caught up with a flood (it ran two
  * or more tasks in a row and the queue is empty), waits before it looks at
@@ -92,23 +85,6 @@ enum {
   UVT__TASK_IN_SHARED_RING = 2,
   UVT__TASK_IN_OVERFLOW = 3
 };
-
-typedef struct uvt__cell_s {
-  uint64_t seq; /* pos: free for the put at pos; pos + 1: holds the task put at pos */
-  uvt__task_t* task;
-} uvt__cell_t;
-
-typedef struct uvt__ring_s {
-  /* UVT__RING_SIZE cells; set before the ring is shared, then only read.
-   * On a line of its own: beside deq_pos, every put's read of it pulled
-   * away the line that the next take's CAS writes, and the 1-thread no-op
-   * throughput doubled when it moved. */
-  _Alignas(UVT__CACHE_LINE) uvt__cell_t* cells;
-  /* Written by submitters only; also counts the ring's submissions. */
-  _Alignas(UVT__CACHE_LINE) uint64_t enq_pos;
-  /* Written by workers only. */
-  _Alignas(UVT__CACHE_LINE) uint64_t deq_pos;
-} uvt__ring_t;
 
 typedef struct uvt__worker_s {
   uvt_pool_t* pool;
@@ -175,112 +151,6 @@ static void uvt__count_max(uint64_t* counter, uint64_t v) {
   if (v > uvt__load_relaxed(counter)) uvt__store_relaxed(counter, v);
 }
 
-/* ---- The rings ----------------------------------------------------------- */
-
-static int uvt__ring_init(uvt__ring_t* ring) {
-  uint64_t i;
-  ring->enq_pos = ring->deq_pos = 0;
-  ring->cells = uvt__aligned_alloc(UVT__CACHE_LINE, UVT__RING_SIZE * sizeof(uvt__cell_t));
-  if (ring->cells == NULL) return UV_ENOMEM;
-  for (i = 0; i < UVT__RING_SIZE; i++) {
-    ring->cells[i].seq = i; /* free for the put at position i */
-    ring->cells[i].task = NULL;
-  }
-  return 0;
-}
-
-/* Fills cell (claimed at pos) with task and hands it to the workers. */
-static void uvt__cell_publish(uvt__cell_t* cell, uint64_t pos, uvt__task_t* task, int where) {
-  /* Read by the submitting thread only, in uvt__withdraw. */
-  task->ring_pos = pos;
-  uvt__store_relaxed(&task->where, where);
-  /* Relaxed: the release store of seq below publishes it. */
-  uvt__store_relaxed(&cell->task, task);
-  /* Release: publishes the task pointer and the task's fields. */
-  uvt__store_release(&cell->seq, pos + 1);
-}
-
-/* Puts task in the own ring, as its sole producer; returns 0 if the ring
- * is full. No locked instruction: nobody else writes enq_pos. */
-static int uvt__ring_put_sole(uvt__ring_t* ring, uvt__task_t* task) {
-  uint64_t pos = uvt__load_relaxed(&ring->enq_pos);
-  uvt__cell_t* cell = &ring->cells[pos & (UVT__RING_SIZE - 1)];
-  /* Acquire: pairs with the worker's release of the cell, so its exchange
-   * of the previous task pointer is done before we write ours. */
-  if (uvt__load_acquire(&cell->seq) != pos) return 0; /* still holds last lap's task */
-  uvt__cell_publish(cell, pos, task, UVT__TASK_IN_OWN_RING);
-  /* Release, after the cell: a worker that sees enq_pos move finds the
-   * cell published (no "claimed but not yet filled" state in this ring). */
-  uvt__store_release(&ring->enq_pos, pos + 1);
-  return 1;
-}
-
-/* Puts task in the shared ring, racing other submitters for the cell;
- * returns 0 if the ring is full. */
-static int uvt__ring_put_shared(uvt__ring_t* ring, uvt__task_t* task) {
-  uint64_t pos = uvt__load_relaxed(&ring->enq_pos);
-  uvt__cell_t* cell;
-  for (;;) {
-    int64_t turn;
-    cell = &ring->cells[pos & (UVT__RING_SIZE - 1)];
-    /* Acquire: as in uvt__ring_put_sole. */
-    turn = (int64_t)(uvt__load_acquire(&cell->seq) - pos);
-    if (turn == 0) {
-      /* Relaxed: the cell's seq, not enq_pos, carries the data. */
-      if (uvt__cas_weak_relaxed(&ring->enq_pos, &pos, pos + 1)) break;
-    } else if (turn < 0) {
-      return 0; /* the cell still holds the task put one lap ago: full */
-    } else {
-      pos = uvt__load_relaxed(&ring->enq_pos); /* another submitter took it */
-    }
-  }
-  uvt__cell_publish(cell, pos, task, UVT__TASK_IN_SHARED_RING);
-  return 1;
-}
-
-/* Takes the oldest task from ring; NULL if it is empty (or the next cell is
- * claimed but not yet published). */
-static uvt__task_t* uvt__ring_take(uvt__ring_t* ring) {
-  uint64_t pos = uvt__load_relaxed(&ring->deq_pos);
-  for (;;) {
-    uvt__cell_t* cell = &ring->cells[pos & (UVT__RING_SIZE - 1)];
-    /* Acquire: pairs with the submitter's release store of seq. */
-    int64_t turn = (int64_t)(uvt__load_acquire(&cell->seq) - (pos + 1));
-    if (turn == 0) {
-      /* Relaxed: the cell's seq, not deq_pos, carries the data. */
-      if (uvt__cas_weak_relaxed(&ring->deq_pos, &pos, pos + 1)) {
-        /* Exchange: races with a cancel's CAS on the same pointer; the
-         * single modification order gives the task to exactly one of us.
-         * Acquire: the task's fields were published with the pointer. */
-        uvt__task_t* task = uvt__exchange_acquire(&cell->task, NULL);
-        /* Release: the exchange above happens before the next lap's put. */
-        uvt__store_release(&cell->seq, pos + UVT__RING_SIZE);
-        if (task != NULL) return task;
-        pos = uvt__load_relaxed(&ring->deq_pos); /* cancelled: skip the cell */
-      }
-    } else if (turn < 0) {
-      return NULL;
-    } else {
-      pos = uvt__load_relaxed(&ring->deq_pos); /* another worker took it */
-    }
-  }
-}
-
-/* Whether ring holds or is being given a task. Relaxed: the callers order
- * it (uvt__work_waiting) or only need a hint. */
-static int uvt__ring_busy(uvt__ring_t* ring) {
-  return uvt__load_relaxed(&ring->enq_pos) != uvt__load_relaxed(&ring->deq_pos);
-}
-
-/* The ring's next cell holds a task. Spinners read this rather than
- * enq_pos, so that the line submitters write on every put is not pulled
- * away from them (the cell's line has to travel to a worker anyway).
- * Relaxed: a hint; tasks are taken by the ring's own protocol. */
-static int uvt__ring_next_full(uvt__ring_t* ring) {
-  uint64_t pos = uvt__load_relaxed(&ring->deq_pos);
-  return uvt__load_relaxed(&ring->cells[pos & (UVT__RING_SIZE - 1)].seq) != pos;
-}
-
 /* Acquire: pairs with the release store that publishes the shared ring,
  * so its cells are seen initialised. */
 static uvt__ring_t* uvt__shared_ring(uvt_pool_t* pool) {
@@ -313,10 +183,9 @@ static int uvt__taker_on_way(uvt_pool_t* pool) {
 
 /* How many tasks workers have taken from the rings: the watcher's sign
  * that a sprint moves. Relaxed: a hint. */
-static uint64_t uvt__ring_takes(uvt_pool_t* pool) {
+static uint64_t uvt__pool_takes(uvt_pool_t* pool) {
   uvt__ring_t* shared = uvt__shared_ring(pool);
-  return uvt__load_relaxed(&pool->own.deq_pos) +
-         (shared != NULL ? uvt__load_relaxed(&shared->deq_pos) : 0);
+  return uvt__ring_takes(&pool->own) + (shared != NULL ? uvt__ring_takes(shared) : 0);
 }
 
 /* Takes the next task: from the rings (alternating which comes first, so
@@ -567,14 +436,14 @@ static void uvt__worker_found_work(uvt_pool_t* pool, uvt__worker_t* w) {
  * sprinter stuck in a task (it is then waking and off the idle list), 0
  * otherwise (it may have stopped watching). Lock held. */
 static int uvt__watch_locked(uvt_pool_t* pool, uvt__worker_t* w) {
-  uint64_t takes = uvt__ring_takes(pool);
+  uint64_t takes = uvt__pool_takes(pool);
   uv_cond_timedwait(&w->cond, &pool->mutex, UVT__WATCH_NS);
   if (w->signalled || pool->shutdown || pool->watcher != w) return 0;
   if (uvt__load_relaxed(&pool->sprint) == 0) {
     pool->watcher = NULL; /* the next sprint appoints one again */
     return 0;
   }
-  if (uvt__ring_takes(pool) != takes || !uvt__work_waiting(pool)) return 0;
+  if (uvt__pool_takes(pool) != takes || !uvt__work_waiting(pool)) return 0;
   /* Relaxed, like the sprint's start: it only makes submitters wake
    * workers again. The sprinter's own end (a CAS) then fails. */
   uvt__store_relaxed(&pool->sprint, 0u);
@@ -608,7 +477,7 @@ static int uvt__alone_awake(uvt_pool_t* pool) {
  * onto the spinner's CPU (this machine's VM kernel packs threads onto a
  * busy CPU while the other idles), and the loop, whose next submit is the
  * only thing that ends the spin, then runs at once instead of after it
- * (measured, 4-thread no-op flood of 400,000 tasks: 10.6 -> 16.4 M
+ * (measured when this spin came in, 4-thread no-op flood: 10.6 -> 16.4 M
  * tasks/s median). */
 static void uvt__spin_locked(uvt_pool_t* pool, uvt__worker_t* w) {
   pool->spinning++;
@@ -793,7 +662,7 @@ int uvt_pool_new(uvt_pool_t** out, const uvt_pool_options_t* opts) {
 fail_cond:
   uv_mutex_destroy(&pool->mutex);
 fail_mutex:
-  uvt__free(pool->own.cells);
+  uvt__ring_destroy(&pool->own);
   uvt__free(pool);
   return rc;
 }
@@ -817,10 +686,10 @@ int uvt_pool_free(uvt_pool_t* pool) {
   uv_cond_destroy(&pool->exited);
   uv_mutex_destroy(&pool->mutex);
   if (pool->shared != NULL) {
-    uvt__free(pool->shared->cells);
+    uvt__ring_destroy(pool->shared);
     uvt__free(pool->shared);
   }
-  uvt__free(pool->own.cells);
+  uvt__ring_destroy(&pool->own);
   uvt__free(pool);
   return 0;
 }
@@ -909,12 +778,7 @@ static int uvt__withdraw(uvt_pool_t* pool, uvt__task_t* task) {
   int withdrawn = 0;
   int where = uvt__load_relaxed(&task->where);
   if (where == UVT__TASK_IN_OWN_RING || where == UVT__TASK_IN_SHARED_RING) {
-    uvt__ring_t* ring = where == UVT__TASK_IN_OWN_RING ? &pool->own : pool->shared;
-    uvt__cell_t* cell = &ring->cells[task->ring_pos & (UVT__RING_SIZE - 1)];
-    uvt__task_t* expected = task;
-    /* Races with the worker's exchange in uvt__ring_take: one of them gets
-     * the task. If the cell has moved on, it holds NULL or another task. */
-    withdrawn = uvt__cas_strong_seq_cst(&cell->task, &expected, NULL);
+    withdrawn = uvt__ring_withdraw(where == UVT__TASK_IN_OWN_RING ? &pool->own : pool->shared, task);
   } else {
     uv_mutex_lock(&pool->mutex);
     if (uvt__load_relaxed(&task->where) == UVT__TASK_IN_OVERFLOW) {
@@ -932,6 +796,9 @@ int uvt__pool_submit(uvt_pool_t* pool, uvt__task_t* task, uvt__producer_t* produ
   int spawn = 0;
   int rc;
   task->submit_ticks = uvt__ticks();
+  /* Set before the put publishes the task; the overflow path below
+   * overwrites it if the put fails. */
+  uvt__store_relaxed(&task->where, producer->sole ? UVT__TASK_IN_OWN_RING : UVT__TASK_IN_SHARED_RING);
   /* Relaxed: a hint. Missing a fresh overflow only reorders a task. */
   if (uvt__load_relaxed(&pool->overflowing) ||
       !(producer->sole ? uvt__ring_put_sole(&pool->own, task)

@@ -4,7 +4,8 @@
  * and the bridge's in-flight list node are all embedded, so a submission
  * allocates nothing. Its tag (derived from its address) marks it in flight
  * from submission until just before its after callback. */
-#include "internal.h"
+#include "bridge.h"
+#include "context.h"
 
 static int uvt__work_in_flight(const uvt_work_t* req) {
   return UVT__TAG_READ(req->uvt__tag) == UVT__TAG(req, UVT__KIND_WORK);
@@ -17,10 +18,8 @@ static void uvt__work_flag_cancel(uvt_work_t* req) {
 
 static unsigned uvt__work_deliver(uvt__msg_t* msg, unsigned budget) {
   uvt_work_t* req = uvt__container_of(msg, uvt_work_t, uvt__msg);
-  uvt__bridge_impl_t* impl = req->bridge->uvt__impl;
   (void)budget;
-  uvt__queue_remove(&req->uvt__bridge_node);
-  impl->active--;
+  uvt__bridge_untrack(req->bridge->uvt__impl, &req->uvt__inflight);
   req->uvt__tag = 0; /* reusable from inside after onward */
   if (req->uvt__after != NULL) {
     void* prev = uvt__context_swap(req->uvt__ctx);
@@ -58,6 +57,25 @@ static void uvt__work_separate_main(void* arg) {
   uvt__reap(reap);
 }
 
+/* Withdraws req from the pool queue if it is still there. Loop thread. */
+static int uvt__work_try_cancel(uvt__bridge_impl_t* impl, uvt_work_t* req) {
+  if (req->uvt__status == UV_ECANCELED) return 0; /* cancelled before */
+  if (!req->uvt__separate && uvt__pool_cancel(req->bridge->pool, &req->uvt__task) == 0) {
+    req->uvt__status = UV_ECANCELED;
+    uvt__work_flag_cancel(req);
+    uvt__bridge_post_local(impl, &req->uvt__msg);
+    return 0;
+  }
+  uvt__work_flag_cancel(req);
+  return UV_EBUSY;
+}
+
+/* The in-flight node's closing hook: the bridge closes. */
+static void uvt__work_bridge_closing(uvt__inflight_t* node) {
+  uvt_work_t* req = uvt__container_of(node, uvt_work_t, uvt__inflight);
+  uvt__work_try_cancel(req->bridge->uvt__impl, req);
+}
+
 static int uvt__work_submit(uvt_bridge_t* bridge, uvt_work_t* req, uvt_work_cb work,
                             uvt_after_work_cb after, int separate) {
   uvt__bridge_impl_t* impl = uvt__bridge_get(bridge);
@@ -77,6 +95,7 @@ static int uvt__work_submit(uvt_bridge_t* bridge, uvt_work_t* req, uvt_work_cb w
   req->uvt__task.work = uvt__work_task_run;
   req->uvt__task.done = uvt__work_task_done;
   req->uvt__task.where = 0;
+  req->uvt__inflight.closing = uvt__work_bridge_closing;
 
   /* The completion is delivered on this thread, after we return, so the
    * bookkeeping below cannot race with it. */
@@ -86,9 +105,7 @@ static int uvt__work_submit(uvt_bridge_t* bridge, uvt_work_t* req, uvt_work_cb w
     rc = uvt__pool_submit(bridge->pool, &req->uvt__task, &impl->producer);
   if (rc != 0) return rc;
 
-  uvt__queue_insert_tail(&impl->works, &req->uvt__bridge_node);
-  /* Only the first request in flight changes the handle's ref state. */
-  if (impl->active++ == 0) uvt__bridge_update_ref(impl);
+  uvt__bridge_track(impl, &req->uvt__inflight);
   req->uvt__tag = UVT__TAG(req, UVT__KIND_WORK);
   return 0;
 }
@@ -101,19 +118,6 @@ int uvt_threaded(uvt_bridge_t* bridge, uvt_work_t* req, uvt_work_cb work,
 int uvt_threaded_separate(uvt_bridge_t* bridge, uvt_work_t* req, uvt_work_cb work,
                           uvt_after_work_cb after) {
   return uvt__work_submit(bridge, req, work, after, 1);
-}
-
-/* Withdraws req from the pool queue if it is still there. Loop thread. */
-static int uvt__work_try_cancel(uvt__bridge_impl_t* impl, uvt_work_t* req) {
-  if (req->uvt__status == UV_ECANCELED) return 0; /* cancelled before */
-  if (!req->uvt__separate && uvt__pool_cancel(req->bridge->pool, &req->uvt__task) == 0) {
-    req->uvt__status = UV_ECANCELED;
-    uvt__work_flag_cancel(req);
-    uvt__bridge_post_local(impl, &req->uvt__msg);
-    return 0;
-  }
-  uvt__work_flag_cancel(req);
-  return UV_EBUSY;
 }
 
 int uvt_cancel(uvt_work_t* req) {
@@ -129,6 +133,3 @@ int uvt_is_cancelled(const uvt_work_t* req) {
   return uvt__load_relaxed(&req->uvt__cancel) != 0;
 }
 
-void uvt__work_bridge_closing(uvt__bridge_impl_t* impl, uvt__qnode_t* node) {
-  uvt__work_try_cancel(impl, uvt__container_of(node, uvt_work_t, uvt__bridge_node));
-}

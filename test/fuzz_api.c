@@ -191,7 +191,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             break;
           default:
             dropped_counter = &s.iters[k].dropped;
-            rc = uvt_iter_close(&s.iters[k].it, count_drop);
+            rc = uvt_iter_stop(&s.iters[k].it, count_drop);
             break;
         }
         CHECK_RC(rc, 0, UV_EINVAL);

@@ -69,7 +69,7 @@ static void other_thread(void* arg) {
   o->iterable = uvt_threaded_iterable(o->b, &it2, 1, one_item_gen, iter_cb);
   o->pause = uvt_iter_pause(o->it);
   o->resume = uvt_iter_resume(o->it);
-  o->iclose = uvt_iter_close(o->it, NULL);
+  o->iclose = uvt_iter_stop(o->it, NULL);
   o->yield = uvt_yield(o->it, NULL);
   o->chan_init = uvt_chan_init(o->b, &ch2, 1, chan_cb);
   o->chan_pause = uvt_chan_pause(o->ch);
@@ -141,7 +141,7 @@ static void test_bad_input(void) {
   row("uvt_threaded_iterable_separate", "max_size 0", uvt_threaded_iterable_separate(&b, &it, 0, one_item_gen, iter_cb), UV_EINVAL);
   row("uvt_iter_pause", "NULL or never started", uvt_iter_pause(&garbage_it), UV_EINVAL);
   row("uvt_iter_resume", "NULL or never started", uvt_iter_resume(NULL), UV_EINVAL);
-  row("uvt_iter_close", "NULL or never started", uvt_iter_close(&garbage_it, NULL), UV_EINVAL);
+  row("uvt_iter_stop", "NULL or never started", uvt_iter_stop(&garbage_it, NULL), UV_EINVAL);
   row("uvt_yield", "NULL", uvt_yield(NULL, NULL), UV_EINVAL);
   ASSERT_OK(uvt_threaded_iterable_separate(&b, &it, 1, endless_gen, iter_cb));
   ASSERT_OK(uvt_iter_pause(&it)); /* stays open until the bridge closes */
@@ -151,7 +151,7 @@ static void test_bad_input(void) {
   while (iter_finals == 0) ASSERT_GE(uv_run(&loop, UV_RUN_ONCE), 0);
   row("uvt_iter_pause", "after the final callback", uvt_iter_pause(&done_it), UV_EINVAL);
   row("uvt_iter_resume", "after the final callback", uvt_iter_resume(&done_it), UV_EINVAL);
-  row("uvt_iter_close", "after the final callback", uvt_iter_close(&done_it, NULL), UV_EINVAL);
+  row("uvt_iter_stop", "after the final callback", uvt_iter_stop(&done_it, NULL), UV_EINVAL);
 
   /* Channels. */
   row("uvt_chan_init", "bridge, ch or cb NULL", uvt_chan_init(&b, &ch, 1, NULL), UV_EINVAL);
@@ -207,7 +207,7 @@ static void test_bad_input(void) {
   row("uvt_threaded_iterable", "not the loop thread", other.iterable, UV_EINVAL);
   row("uvt_iter_pause", "not the loop thread", other.pause, UV_EINVAL);
   row("uvt_iter_resume", "not the loop thread", other.resume, UV_EINVAL);
-  row("uvt_iter_close", "not the loop thread", other.iclose, UV_EINVAL);
+  row("uvt_iter_stop", "not the loop thread", other.iclose, UV_EINVAL);
   row("uvt_yield", "not its generator thread", other.yield, UV_EINVAL);
   row("uvt_chan_init", "not the loop thread", other.chan_init, UV_EINVAL);
   row("uvt_chan_pause", "not the loop thread", other.chan_pause, UV_EINVAL);

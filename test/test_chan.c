@@ -123,10 +123,10 @@ static void test_maxsize2_ten_then_close(void) {
   /* Reusable after its final callback, also when the memory was used for
    * something else meanwhile that happened to keep the finished tag. */
   {
-    uintptr_t finished_tag = s.ch.uvt__core.tag;
+    uintptr_t finished_tag = s.ch.uvt__stream.tag;
     sink_init(&s);
-    memset(&s.ch.uvt__core, 0x5A, sizeof(s.ch.uvt__core));
-    s.ch.uvt__core.tag = finished_tag;
+    memset(&s.ch.uvt__stream, 0x5A, sizeof(s.ch.uvt__stream));
+    s.ch.uvt__stream.tag = finished_tag;
   }
   ASSERT_OK(uvt_chan_init(&b, &s.ch, 1, sink_cb));
   ASSERT_OK(uvt_chan_try_put(&s.ch, (void*)encode(0, 1)));

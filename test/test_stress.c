@@ -163,7 +163,7 @@ static void gen_cb(uvt_iter_t* it, int status, void* item) {
   g->delivered++;
   if (g->close_at && g->delivered == g->close_at) {
     dropping_gen = g;
-    ASSERT_OK(uvt_iter_close(it, counting_drop));
+    ASSERT_OK(uvt_iter_stop(it, counting_drop));
   } else if (g->delivered % 7 == 0) {
     /* a pause/resume pair in the middle of a batch */
     ASSERT_OK(uvt_iter_pause(it));

@@ -1,0 +1,76 @@
+/* Private to uvthreads: the bridge between a loop and the threads that
+ * report to it.
+ *
+ * Everything that crosses towards the loop is a uvt__msg_t pushed onto the
+ * bridge's inbox; the loop calls each message's own deliver hook. Every
+ * object that keeps the loop alive is a uvt__inflight_t on the bridge's one
+ * in-flight list, whose own closing hook the bridge calls when it closes.
+ * The bridge knows no kind of object that lives on it. */
+#ifndef UVT_BRIDGE_H
+#define UVT_BRIDGE_H
+
+#include "internal.h"
+#include "pool.h"
+
+/* A record that a thread borrows from the bridge to call into its loop: a
+ * message to post and a semaphore to wait on. Records stay owned by the
+ * bridge until it closes, so a stale pointer to one is still memory. */
+typedef struct uvt__record_s {
+  uvt__msg_t msg;
+  uv_sem_t done;
+  struct uvt__record_s* next_free;
+  struct uvt__record_s* next_all;
+} uvt__record_t;
+
+typedef struct uvt__bridge_impl_s {
+  /* Written by every producer thread: on its own cache line. */
+  _Alignas(UVT__CACHE_LINE) uvt__msg_t* inbox; /* Treiber stack, newest first */
+  unsigned senders; /* threads that may still touch this bridge */
+
+  /* Loop-side state, on another line. */
+  _Alignas(UVT__CACHE_LINE) uv_async_t async;
+  uvt_bridge_t* bridge;
+  uv_thread_t loop_thread; /* atomic: read by any thread */
+  uvt__msg_t* ready_head;  /* loop-local FIFO of messages to deliver */
+  uvt__msg_t* ready_tail;
+  uvt__qnode_t inflight; /* what keeps the loop alive (uvt__inflight_t) */
+  int user_ref;
+  int closing;     /* atomic: read by any thread */
+  uvt__producer_t producer; /* how this loop submits to the pool */
+  int finishing;
+  uvt_close_cb close_cb;
+
+  uv_mutex_t records_mutex; /* guards the record lists */
+  uvt__record_t* records_free_head; /* recycled oldest first */
+  uvt__record_t* records_free_tail;
+  uvt__record_t* records_all; /* every record, freed at teardown */
+} uvt__bridge_impl_t;
+
+/* The live impl of bridge, or NULL if bridge is NULL or not initialised. */
+uvt__bridge_impl_t* uvt__bridge_get(const uvt_bridge_t* bridge);
+int uvt__bridge_on_loop_thread(uvt__bridge_impl_t* impl);
+/* Checks shared by every loop-thread submission: 0, UV_EINVAL or UV_EPIPE. */
+int uvt__bridge_check_submit(uvt__bridge_impl_t* impl);
+
+/* Loop thread: node (with its closing hook set) keeps the loop alive until
+ * it is untracked; the bridge's close calls its closing hook. */
+void uvt__bridge_track(uvt__bridge_impl_t* impl, uvt__inflight_t* node);
+void uvt__bridge_untrack(uvt__bridge_impl_t* impl, uvt__inflight_t* node);
+
+/* Any thread: queues msg for delivery on the loop thread and wakes the loop
+ * if it was idle. Only for senders the bridge already waits for (tracked
+ * objects): they cannot race with its teardown. */
+void uvt__bridge_post(uvt__bridge_impl_t* impl, uvt__msg_t* msg);
+/* Any thread: as uvt__bridge_post, but refuses with UV_EPIPE once the bridge
+ * is closing. For uvt_call and uvt_sync_await. */
+int uvt__bridge_post_if_open(uvt__bridge_impl_t* impl, uvt__msg_t* msg);
+/* Loop thread: queues msg behind the current batch and schedules a drain. */
+void uvt__bridge_post_local(uvt__bridge_impl_t* impl, uvt__msg_t* msg);
+
+/* Any thread: borrows a record of size bytes (the same size for every
+ * record of a bridge; a record's first member is a uvt__record_t), or NULL
+ * when out of memory. Give it back when done; it is freed with the bridge. */
+uvt__record_t* uvt__bridge_record_take(uvt__bridge_impl_t* impl, size_t size);
+void uvt__bridge_record_give(uvt__bridge_impl_t* impl, uvt__record_t* rec);
+
+#endif /* UVT_BRIDGE_H */
