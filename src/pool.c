@@ -239,11 +239,21 @@ static void uvt__signal_if_empty_locked(uvt_pool_t* pool) {
 }
 
 /* Registers the calling thread as the last one to exit and returns the one
- * before it, for the caller to join once it is done. Lock held. */
+ * before it, for the caller to join once it is done. Lock held.
+ *
+ * The default pool is never freed, so nobody would join the last thread to
+ * exit: a program that closed everything would end with a finished thread
+ * never joined (ThreadSanitizer reports it as a leak). Its threads detach
+ * themselves instead; nothing waits for them, since the pool stays. */
 static uvt__reap_t uvt__register_exit_locked(uvt_pool_t* pool) {
   uvt__reap_t prev = pool->last_exited;
-  pool->last_exited.thread = uv_thread_self();
-  pool->last_exited.valid = 1;
+  if (pool->is_default) {
+    uvt__thread_detach_self();
+    prev.valid = 0;
+  } else {
+    pool->last_exited.thread = uv_thread_self();
+    pool->last_exited.valid = 1;
+  }
   uvt__signal_if_empty_locked(pool);
   return prev;
 }
@@ -534,6 +544,7 @@ static void uvt__worker_main(void* arg) {
   uvt_pool_t* pool = w->pool;
   int waking = 1; /* counted in pool->waking by whoever started us */
   int spun = 0;   /* spun once since the last task: park next */
+  int counted = 1; /* still counted in pool->threads */
   uvt__reap_t prev;
   char name[32];
 
@@ -594,15 +605,26 @@ static void uvt__worker_main(void* arg) {
       continue;
     }
     if (pool->shutdown) break;
-    /* Threads above min_threads give up after idle_timeout_ms. */
-    if (timed_out && uvt__load_relaxed(&pool->threads) > pool->opts.min_threads &&
-        !uvt__work_waiting(pool))
-      break;
+    /* Threads above min_threads give up after idle_timeout_ms. The count
+     * drops before the last look at the queue, Dekker-style (see the top
+     * of the file): a submitter that published a task and then read the
+     * old count (no room for a thread, nobody parked: it wakes nobody) has
+     * its task seen here; one that reads the new count starts a thread. */
+    if (timed_out && uvt__load_relaxed(&pool->threads) > pool->opts.min_threads) {
+      UVT__TEST_POINT("pool.worker.exit", pool); /* a submit lands here */
+      /* Seq_cst RMW: the count is published before the queue is read. */
+      uvt__fetch_sub_seq_cst(&pool->threads, 1u);
+      if (!uvt__work_waiting(pool)) {
+        counted = 0;
+        break;
+      }
+      uvt__fetch_add_seq_cst(&pool->threads, 1u);
+    }
   }
 
   /* Exit: register as the last exited thread; the next one (or
    * uvt_pool_free) joins us. After the unlock nothing of the pool is touched. */
-  uvt__fetch_sub_seq_cst(&pool->threads, 1u);
+  if (counted) uvt__fetch_sub_seq_cst(&pool->threads, 1u);
   if (pool->watcher == w) pool->watcher = NULL;
   uvt__queue_remove(&w->all_node);
   pool->started += w->started;
@@ -618,7 +640,7 @@ static void uvt__worker_main(void* arg) {
   uvt__reap(prev);
 }
 
-int uvt_pool_new(uvt_pool_t** out, const uvt_pool_options_t* opts) {
+static int uvt__pool_create(uvt_pool_t** out, const uvt_pool_options_t* opts, int is_default) {
   uvt_pool_options_t defaults;
   uvt_pool_t* pool;
   unsigned i;
@@ -640,6 +662,7 @@ int uvt_pool_new(uvt_pool_t** out, const uvt_pool_options_t* opts) {
     return UV_ENOMEM;
   }
   pool->opts = *opts;
+  pool->is_default = is_default;
   snprintf(pool->name, sizeof(pool->name), "%.10s", opts->name ? opts->name : "uvt");
   pool->opts.name = pool->name;
   uvt__queue_init(&pool->overflow);
@@ -694,6 +717,10 @@ int uvt_pool_free(uvt_pool_t* pool) {
   return 0;
 }
 
+int uvt_pool_new(uvt_pool_t** out, const uvt_pool_options_t* opts) {
+  return uvt__pool_create(out, opts, 0);
+}
+
 static uvt_pool_t* uvt__default_pool;
 static uv_once_t uvt__default_once = UV_ONCE_INIT;
 
@@ -720,7 +747,7 @@ static void uvt__default_pool_create(void) {
     unsigned long n = strtoul(env, &end, 10);
     if (*end == '\0' && n >= 1 && n <= 1024) opts.max_threads = (unsigned)n;
   }
-  if (uvt_pool_new(&uvt__default_pool, &opts) == 0) uvt__default_pool->is_default = 1;
+  if (uvt__pool_create(&uvt__default_pool, &opts, 1) != 0) uvt__default_pool = NULL;
 }
 
 uvt_pool_t* uvt_pool_default(void) {
