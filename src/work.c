@@ -7,20 +7,26 @@
 #include "bridge.h"
 #include "context.h"
 
+/* Relaxed: the tag is written on the loop thread before the task is
+ * published, so the worker running it reads it ordered by the pool's
+ * handoff; a read from anywhere else only tells live from not. */
 static int uvt__work_in_flight(const uvt_work_t* req) {
-  return UVT__TAG_READ(req->uvt__tag) == UVT__TAG(req, UVT__KIND_WORK);
+  (void)UVT__TAG_READ(req->uvt__tag);
+  return uvt__load_relaxed(&req->uvt__tag) == UVT__TAG(req, UVT__KIND_WORK);
 }
 
+/* The cancel flag is a tag too, so garbage in a never-submitted request
+ * never reads as cancelled. Relaxed: a hint the work function polls; it
+ * publishes no data. */
 static void uvt__work_flag_cancel(uvt_work_t* req) {
-  /* Relaxed: a hint the work function polls; it publishes no data. */
-  uvt__store_relaxed(&req->uvt__cancel, 1);
+  uvt__store_relaxed(&req->uvt__cancel, UVT__TAG(req, UVT__KIND_WORK_CANCELLED));
 }
 
 static unsigned uvt__work_deliver(uvt__msg_t* msg, unsigned budget) {
   uvt_work_t* req = uvt__container_of(msg, uvt_work_t, uvt__msg);
   (void)budget;
   uvt__bridge_untrack(req->bridge->uvt__impl, &req->uvt__inflight);
-  req->uvt__tag = 0; /* reusable from inside after onward */
+  uvt__store_relaxed(&req->uvt__tag, (uintptr_t)0); /* reusable from inside after onward */
   if (req->uvt__after != NULL) {
     void* prev = uvt__context_swap(req->uvt__ctx);
     req->uvt__after(req, req->uvt__status);
@@ -89,7 +95,7 @@ static int uvt__work_submit(uvt_bridge_t* bridge, uvt_work_t* req, uvt_work_cb w
   req->uvt__after = after;
   req->uvt__ctx = uvt_context_get();
   req->uvt__status = 0;
-  req->uvt__cancel = 0;
+  uvt__store_relaxed(&req->uvt__cancel, (uintptr_t)0);
   req->uvt__separate = separate;
   req->uvt__msg.deliver = uvt__work_deliver;
   req->uvt__task.work = uvt__work_task_run;
@@ -97,16 +103,20 @@ static int uvt__work_submit(uvt_bridge_t* bridge, uvt_work_t* req, uvt_work_cb w
   req->uvt__task.where = 0;
   req->uvt__inflight.closing = uvt__work_bridge_closing;
 
-  /* The completion is delivered on this thread, after we return, so the
-   * bookkeeping below cannot race with it. */
+  /* In flight before the task is published: the work function may ask
+   * (uvt_cancel from the worker reads the tag). */
+  uvt__store_relaxed(&req->uvt__tag, UVT__TAG(req, UVT__KIND_WORK));
   if (separate)
     rc = uvt__pool_spawn(bridge->pool, uvt__work_separate_main, req);
   else
     rc = uvt__pool_submit(bridge->pool, &req->uvt__task, &impl->producer);
-  if (rc != 0) return rc;
-
+  if (rc != 0) {
+    uvt__store_relaxed(&req->uvt__tag, (uintptr_t)0);
+    return rc;
+  }
+  /* The completion is delivered on this thread, after we return, so the
+   * bookkeeping below cannot race with it. */
   uvt__bridge_track(impl, &req->uvt__inflight);
-  req->uvt__tag = UVT__TAG(req, UVT__KIND_WORK);
   return 0;
 }
 
@@ -130,6 +140,7 @@ int uvt_cancel(uvt_work_t* req) {
 
 int uvt_is_cancelled(const uvt_work_t* req) {
   if (req == NULL) return 0;
-  return uvt__load_relaxed(&req->uvt__cancel) != 0;
+  (void)UVT__TAG_READ(req->uvt__cancel);
+  return uvt__load_relaxed(&req->uvt__cancel) == UVT__TAG(req, UVT__KIND_WORK_CANCELLED);
 }
 
