@@ -15,9 +15,18 @@ static int uvt__chan_loop_side(uvt_chan_t* ch) {
   return ch != NULL && uvt__stream_on_loop_side(&ch->uvt__stream);
 }
 
-/* Whether producers may call on ch (open or finished). */
-static int uvt__chan_known(uvt_chan_t* ch) {
-  return ch != NULL && uvt__stream_known(&ch->uvt__stream);
+/* A producer's call on ch: inside the stream's gate (see stream.c). With
+ * refuse_on_loop, a put that may block refuses the loop thread, full or
+ * not: it would deadlock. */
+static int uvt__chan_produce(uvt_chan_t* ch, void* item, uint64_t timeout_ms, int full_err,
+                             int refuse_on_loop) {
+  int rc;
+  if (ch == NULL) return UV_EINVAL;
+  if ((rc = uvt__stream_enter(&ch->uvt__stream)) != 0) return rc;
+  if (refuse_on_loop) rc = uvt__stream_check_blocking_put(&ch->uvt__stream);
+  if (rc == 0) rc = uvt__stream_put(&ch->uvt__stream, item, timeout_ms, full_err);
+  uvt__stream_leave(&ch->uvt__stream);
+  return rc;
 }
 
 int uvt_chan_init(uvt_bridge_t* bridge, uvt_chan_t* ch, size_t max_size, uvt_chan_cb cb) {
@@ -31,30 +40,25 @@ int uvt_chan_init(uvt_bridge_t* bridge, uvt_chan_t* ch, size_t max_size, uvt_cha
   return uvt__stream_open(impl, &ch->uvt__stream, max_size, uvt__chan_deliver, NULL, 0);
 }
 
-static int uvt__chan_put_blocking(uvt_chan_t* ch, void* item, uint64_t timeout_ms) {
-  int rc;
-  if (!uvt__chan_known(ch)) return UV_EINVAL;
-  /* A blocking put on the loop thread would deadlock: refuse it, full or not. */
-  if ((rc = uvt__stream_check_blocking_put(&ch->uvt__stream)) != 0) return rc;
-  return uvt__stream_put(&ch->uvt__stream, item, timeout_ms, UV_ETIMEDOUT);
-}
-
 int uvt_chan_put(uvt_chan_t* ch, void* item) {
-  return uvt__chan_put_blocking(ch, item, UINT64_MAX);
+  return uvt__chan_produce(ch, item, UINT64_MAX, UV_ETIMEDOUT, 1);
 }
 
 int uvt_chan_put_timeout(uvt_chan_t* ch, void* item, uint64_t timeout_ms) {
-  return uvt__chan_put_blocking(ch, item, timeout_ms);
+  return uvt__chan_produce(ch, item, timeout_ms, UV_ETIMEDOUT, 1);
 }
 
 int uvt_chan_try_put(uvt_chan_t* ch, void* item) {
-  if (!uvt__chan_known(ch)) return UV_EINVAL;
-  return uvt__stream_put(&ch->uvt__stream, item, 0, UV_EAGAIN);
+  return uvt__chan_produce(ch, item, 0, UV_EAGAIN, 0);
 }
 
 int uvt_chan_close(uvt_chan_t* ch) {
-  if (!uvt__chan_known(ch)) return UV_EINVAL;
-  return uvt__stream_close(&ch->uvt__stream);
+  int rc;
+  if (ch == NULL) return UV_EINVAL;
+  if ((rc = uvt__stream_enter(&ch->uvt__stream)) != 0) return rc;
+  rc = uvt__stream_close(&ch->uvt__stream);
+  uvt__stream_leave(&ch->uvt__stream);
+  return rc;
 }
 
 int uvt_chan_pause(uvt_chan_t* ch) {

@@ -9,8 +9,18 @@
  * item stays counted against max_size until it was passed to the callback,
  * which keeps the bound exact, and producers refill the freed slots while
  * the rest of the batch is delivered. A pause, stop or close issued from
- * inside a callback takes effect before the next item. */
+ * inside a callback takes effect before the next item.
+ *
+ * Channel producers may call at any time, also while the loop finishes the
+ * stream and its final callback frees or reopens it. They pass the stream's
+ * gate: a count of producers inside and an open bit, entered by a CAS only
+ * while the bit is set. The finish clears the bit and waits for the count
+ * to drop (those inside are refused at once: they hold the mutex for a few
+ * instructions), so the final callback runs with no producer inside, and
+ * a reopen's fresh mutex is never one that somebody holds. */
 #include "stream.h"
+
+#define UVT__STREAM_GATE_OPEN 0x80000000u
 
 #define UVT__KIND_STREAM_DONE (UVT__KIND_STREAM ^ (uintptr_t)0xd0d0)
 #define UVT__PUT_SPIN_NS 10000u /* a full buffer: how long a producer spins before it sleeps */
@@ -47,11 +57,30 @@ int uvt__stream_is_open(const uvt__stream_t* stream) {
   return uvt__load_acquire(&stream->tag) == UVT__TAG(stream, UVT__KIND_STREAM);
 }
 
-int uvt__stream_known(const uvt__stream_t* stream) {
+int uvt__stream_enter(uvt__stream_t* stream) {
   uintptr_t tag;
+  unsigned gate;
   (void)UVT__TAG_READ(stream->tag);
+  /* Acquire: pairs with the release stores of the tag, so an open tag
+   * shows the gate it was opened with. */
   tag = uvt__load_acquire(&stream->tag);
-  return tag == UVT__TAG(stream, UVT__KIND_STREAM) || tag == UVT__TAG(stream, UVT__KIND_STREAM_DONE);
+  if (tag == UVT__TAG(stream, UVT__KIND_STREAM_DONE)) return UV_EPIPE;
+  if (tag != UVT__TAG(stream, UVT__KIND_STREAM)) return UV_EINVAL;
+  gate = uvt__load_relaxed(&stream->gate);
+  do {
+    /* Closed for this incarnation: the finish may already be waiting. */
+    if (!(gate & UVT__STREAM_GATE_OPEN)) return UV_EPIPE;
+    /* Acquire on success: the stream's state (mutex, ring) as opened.
+     * The count and the open bit share one word, so no producer gets in
+     * once the finish has cleared the bit. */
+  } while (!uvt__cas_weak_acquire(&stream->gate, &gate, gate + 1));
+  return 0;
+}
+
+void uvt__stream_leave(uvt__stream_t* stream) {
+  /* Release: everything we did inside happens before the finish sees the
+   * count drop. */
+  uvt__fetch_sub_release(&stream->gate, 1u);
 }
 
 int uvt__stream_on_loop_side(const uvt__stream_t* stream) {
@@ -96,6 +125,13 @@ static int uvt__stream_final_due(const uvt__stream_t* stream, int* status) {
 /* Loop thread, FINISHED already set under the lock: no producer touches the
  * ring or the bridge through this stream any more. */
 static void uvt__stream_finish(uvt__stream_t* stream, int status) {
+  /* Close the gate, then wait out the producers inside: they find the
+   * stream finished and leave at once. Relaxed: the wait's acquire loads
+   * order what follows. */
+  uvt__fetch_and_relaxed(&stream->gate, ~UVT__STREAM_GATE_OPEN);
+  UVT__TEST_POINT("stream.finish", stream); /* producers may be inside */
+  /* Acquire: pairs with the leaves' release. */
+  while (uvt__load_acquire(&stream->gate) != 0) uvt__thread_yield();
   uvt__bridge_untrack(stream->impl, &stream->inflight);
   uvt__free(stream->ring);
   stream->ring = NULL;
@@ -211,6 +247,10 @@ int uvt__stream_open(uvt__bridge_impl_t* impl, uvt__stream_t* stream, size_t max
   stream->msg.deliver = uvt__stream_deliver_msg;
   stream->inflight.closing = uvt__stream_bridge_closing;
   uvt__bridge_track(impl, &stream->inflight);
+  /* A finished stream's gate is closed and empty, and nobody enters a
+   * closed gate: this store races with no producer. */
+  uvt__store_relaxed(&stream->gate, UVT__STREAM_GATE_OPEN);
+  /* Release: producers that see the open tag see the state above. */
   uvt__store_release(&stream->tag, UVT__TAG(stream, UVT__KIND_STREAM));
   return 0;
 
@@ -223,6 +263,7 @@ void uvt__stream_discard(uvt__stream_t* stream) {
   uvt__bridge_untrack(stream->impl, &stream->inflight);
   uvt__free(stream->ring);
   stream->ring = NULL;
+  uvt__store_relaxed(&stream->gate, 0u);
   uvt__store_release(&stream->tag, (uintptr_t)0);
   uv_cond_destroy(&stream->space);
   uv_mutex_destroy(&stream->mutex);
@@ -234,7 +275,7 @@ int uvt__stream_put(uvt__stream_t* stream, void* item, uint64_t timeout_ms, int 
   int spun = 0;
   int rc;
 
-  if (timeout_ms != UINT64_MAX && timeout_ms != 0) deadline = uv_hrtime() + timeout_ms * 1000000u;
+  if (timeout_ms != UINT64_MAX && timeout_ms != 0) deadline = uvt__deadline_after_ms(timeout_ms);
   uv_mutex_lock(&stream->mutex);
   for (;;) {
     if (uvt__stream_refusing(stream)) {
@@ -254,16 +295,22 @@ int uvt__stream_put(uvt__stream_t* stream, void* item, uint64_t timeout_ms, int 
     }
     if (!spun) {
       /* The loop frees a quarter of the buffer at a time: wait for that
-       * briefly before sleeping, which saves two context switches. */
+       * briefly before sleeping, which saves two context switches. The
+       * spinner counts as a waiter: the final callback, which may free the
+       * stream, waits for it to come back and leave. */
       spun = 1;
+      stream->waiters++;
+      waited = 1;
       uv_mutex_unlock(&stream->mutex);
+      UVT__TEST_POINT("stream.put.spin", stream); /* the stream may end here */
       UVT__SPIN_WHILE(uvt__load_relaxed(&stream->count) >= stream->cap, UVT__PUT_SPIN_NS);
       uv_mutex_lock(&stream->mutex);
+      stream->waiters--;
       continue;
     }
     stream->waiters++;
     waited = 1;
-    if (timeout_ms == UINT64_MAX) {
+    if (timeout_ms == UINT64_MAX || deadline == UINT64_MAX) {
       uv_cond_wait(&stream->space, &stream->mutex);
     } else {
       uint64_t now = uv_hrtime();

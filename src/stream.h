@@ -24,10 +24,16 @@ int uvt__stream_open(uvt__bridge_impl_t* impl, uvt__stream_t* stream, size_t max
 void uvt__stream_discard(uvt__stream_t* stream);
 /* Open (not finished). Any thread. */
 int uvt__stream_is_open(const uvt__stream_t* stream);
-/* Open or finished: producers may call (finished ones get UV_EPIPE). */
-int uvt__stream_known(const uvt__stream_t* stream);
 /* The stream is open and this is its loop thread. */
 int uvt__stream_on_loop_side(const uvt__stream_t* stream);
+
+/* Producer side, for producers the stream does not join (channels): enter
+ * before any other call and leave after it. Enter returns 0, UV_EPIPE once
+ * the stream is finished (nothing but its tag and gate touched), or
+ * UV_EINVAL if it was never opened. The final callback waits for every
+ * producer inside to leave, so it may free or reopen the stream. */
+int uvt__stream_enter(uvt__stream_t* stream);
+void uvt__stream_leave(uvt__stream_t* stream);
 
 /* Producer side. timeout_ms UINT64_MAX blocks forever, 0 never blocks;
  * when the buffer stays full past timeout_ms, returns full_err. UV_EPIPE
