@@ -115,6 +115,7 @@ typedef struct uvt__stream_s {
   void (*closing)(struct uvt__stream_s* stream);
   uvt__msg_t msg;
   uvt__inflight_t inflight;
+  unsigned gate; /* producers inside, and the open bit (stream.c) */
   uintptr_t tag;
 } uvt__stream_t;
 
@@ -181,6 +182,7 @@ struct uvt_bridge_s {
   /* private */
   uintptr_t uvt__tag;
   struct uvt__bridge_impl_s* uvt__impl;
+  unsigned uvt__gate; /* threads inside, and the closing bit (bridge.c) */
 };
 
 /* Binds a bridge to loop, using pool (NULL = uvt_pool_default()). Call it on
@@ -218,8 +220,8 @@ struct uvt_work_s {
   uvt_work_cb uvt__work;
   uvt_after_work_cb uvt__after;
   void* uvt__ctx;
+  uintptr_t uvt__cancel; /* atomic: a tag of its own once cancelled (uvt_is_cancelled) */
   int uvt__status;
-  int uvt__cancel; /* atomic flag: uvt_is_cancelled() */
   int uvt__separate;
   uvt__task_t uvt__task;
   uvt__msg_t uvt__msg;

@@ -16,9 +16,12 @@
  *
  * A producer still touches the bridge after its push makes the message
  * visible if it calls uv_async_send, so a producer whose push may find the
- * stack empty holds `senders` around it (uvt_call and uvt_sync_await
- * always do, to check for a close) and the teardown waits for senders to
- * reach zero before closing the async handle. */
+ * stack empty holds the bridge's gate around it, and the teardown waits
+ * for the gate to empty before it closes the async handle. The gate lives
+ * in the caller's uvt_bridge_t, which stays valid until close_cb starts,
+ * not in the impl that the teardown frees: threads the bridge does not
+ * wait for (uvt_call, uvt_sync_await) enter it before they touch the impl,
+ * and one that finds the closing bit set leaves without touching it. */
 #include "bridge.h"
 
 #define UVT__DRAIN_BUDGET 1000u
@@ -27,13 +30,37 @@
 static uvt__msg_t uvt__drain_marker;
 #define UVT__DRAIN_MARKER (&uvt__drain_marker)
 
+/* The gate (bridge->uvt__gate): threads inside, and this bit once closing. */
+#define UVT__GATE_CLOSING 0x80000000u
+
 uvt__bridge_impl_t* uvt__bridge_get(const uvt_bridge_t* bridge) {
   if (bridge == NULL) return NULL;
   /* Relaxed: the tag only tells live from garbage; a thread using a bridge
    * got its pointer through something that ordered it after the init. */
   (void)UVT__TAG_READ(bridge->uvt__tag);
   if (uvt__load_relaxed(&bridge->uvt__tag) != UVT__TAG(bridge, UVT__KIND_BRIDGE)) return NULL;
-  return bridge->uvt__impl;
+  /* Relaxed: the teardown clears it while late threads may still read it
+   * (they then see NULL, or enter the gate and find it closing). */
+  return uvt__load_relaxed(&bridge->uvt__impl);
+}
+
+uvt__bridge_impl_t* uvt__bridge_enter(uvt_bridge_t* bridge) {
+  /* Seq_cst: uvt_bridge_close sets the closing bit with a seq_cst RMW,
+   * then the teardown reads the count. In the single total order either
+   * we see the bit, or the teardown sees us and waits for our leave. */
+  unsigned gate = uvt__fetch_add_seq_cst(&bridge->uvt__gate, 1u);
+  UVT__TEST_POINT("bridge.enter", bridge); /* a close may finish here */
+  if (gate & UVT__GATE_CLOSING) {
+    uvt__bridge_leave(bridge);
+    return NULL;
+  }
+  return uvt__load_relaxed(&bridge->uvt__impl);
+}
+
+void uvt__bridge_leave(uvt_bridge_t* bridge) {
+  /* Release: our last touch of the impl happens before the teardown's
+   * acquire load sees the count drop. */
+  uvt__fetch_sub_release(&bridge->uvt__gate, 1u);
 }
 
 int uvt__bridge_on_loop_thread(uvt__bridge_impl_t* impl) {
@@ -75,17 +102,17 @@ void uvt__bridge_untrack(uvt__bridge_impl_t* impl, uvt__inflight_t* node) {
 }
 
 /* Pushes msg and wakes the loop if the stack was empty. If hold_if_empty,
- * the caller does not hold `senders`: the push then takes it before a push
+ * the caller is not inside the gate: the push then enters it before a push
  * that may find the stack empty (only that push touches the bridge
  * afterwards, with uv_async_send) and returns 1 if it did, for the caller
- * to release. Once the loop has taken msg the bridge may end, but not while
- * we hold senders: the loop read our push, which comes after our increment. */
+ * to leave. Once the loop has taken msg the bridge may end, but not while
+ * we are inside: the loop read our push, which comes after our increment. */
 static int uvt__bridge_push(uvt__bridge_impl_t* impl, uvt__msg_t* msg, int hold_if_empty) {
   uvt__msg_t* head = uvt__load_relaxed(&impl->inbox);
   int held = 0;
   for (;;) {
     if (head == NULL && hold_if_empty && !held) {
-      uvt__fetch_add_seq_cst(&impl->senders, 1u);
+      uvt__fetch_add_seq_cst(&impl->bridge->uvt__gate, 1u);
       held = 1;
     }
     msg->next = head;
@@ -100,24 +127,14 @@ static int uvt__bridge_push(uvt__bridge_impl_t* impl, uvt__msg_t* msg, int hold_
 }
 
 void uvt__bridge_post(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
-  /* Most pushes find the stack non-empty and cost one CAS. Release: our
-   * last touch of the bridge happens before the teardown's acquire load
-   * sees zero. */
-  if (uvt__bridge_push(impl, msg, 1)) uvt__fetch_sub_release(&impl->senders, 1u);
+  /* Most pushes find the stack non-empty and cost one CAS. The bridge
+   * pointer is read before the push: after it, impl may be gone. */
+  uvt_bridge_t* bridge = impl->bridge;
+  if (uvt__bridge_push(impl, msg, 1)) uvt__bridge_leave(bridge);
 }
 
-int uvt__bridge_post_if_open(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
-  int rc = 0;
-  /* Seq_cst increment, then seq_cst load of closing; uvt_bridge_close does a
-   * seq_cst store of closing, then the teardown a load of senders. In the
-   * single total order either we see closing, or the teardown sees us. */
-  uvt__fetch_add_seq_cst(&impl->senders, 1u);
-  if (uvt__load_seq_cst(&impl->closing))
-    rc = UV_EPIPE;
-  else
-    uvt__bridge_push(impl, msg, 0);
-  uvt__fetch_sub_release(&impl->senders, 1u);
-  return rc;
+void uvt__bridge_post_entered(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
+  uvt__bridge_push(impl, msg, 0);
 }
 
 void uvt__bridge_post_local(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
@@ -142,8 +159,10 @@ uvt__record_t* uvt__bridge_record_take(uvt__bridge_impl_t* impl, size_t size) {
   }
   uv_mutex_unlock(&impl->records_mutex);
 
-  rec = uvt__calloc(1, size);
+  if (size < UVT__RECORD_ALIGN) size = UVT__RECORD_ALIGN;
+  rec = uvt__aligned_alloc(UVT__RECORD_ALIGN, size);
   if (rec == NULL) return NULL;
+  memset(rec, 0, size);
   if (uv_sem_init(&rec->done, 0) != 0) {
     uvt__free(rec);
     return NULL;
@@ -209,13 +228,15 @@ static int uvt__bridge_take_inbox(uvt__bridge_impl_t* impl) {
   return 1;
 }
 
+/* Runs once for each of the bridge's two handles; the second frees it. */
 static void uvt__bridge_closed_cb(uv_handle_t* handle) {
-  uvt__bridge_impl_t* impl = uvt__container_of(handle, uvt__bridge_impl_t, async);
+  uvt__bridge_impl_t* impl = handle->data;
   uvt_bridge_t* bridge = impl->bridge;
   uvt_close_cb cb = impl->close_cb;
+  if (--impl->handles_open > 0) return;
   uvt__bridge_records_free(impl);
   uvt__store_relaxed(&bridge->uvt__tag, (uintptr_t)0);
-  bridge->uvt__impl = NULL;
+  uvt__store_relaxed(&bridge->uvt__impl, (uvt__bridge_impl_t*)NULL);
   uvt__pool_detach(bridge->pool, impl->producer.sole);
   uvt__free(impl);
   if (cb != NULL) cb(bridge);
@@ -227,22 +248,35 @@ static void uvt__bridge_maybe_finish(uvt__bridge_impl_t* impl) {
   if (uvt__load_acquire(&impl->inbox) != NULL) return;
   /* Every request has been delivered; threads may still be on their way out
    * (between a push and its uv_async_send, or returning an await record). */
-  while (uvt__load_acquire(&impl->senders) != 0) uvt__thread_yield();
+  while ((uvt__load_acquire(&impl->bridge->uvt__gate) & ~UVT__GATE_CLOSING) != 0)
+    uvt__thread_yield();
   /* A uvt_call accepted just before the close may have landed meanwhile; its
    * push sent a wake-up, and the next drain comes back here. */
   if (uvt__load_acquire(&impl->inbox) != NULL) return;
   impl->finishing = 1;
   uv_ref((uv_handle_t*)&impl->async);
+  uv_close((uv_handle_t*)&impl->prepare, uvt__bridge_closed_cb);
   uv_close((uv_handle_t*)&impl->async, uvt__bridge_closed_cb);
+}
+
+/* The loop may have moved to another thread since the init (one thread at
+ * a time runs it). Relaxed: only the loop thread writes it (see
+ * uvt__bridge_on_loop_thread). */
+static void uvt__bridge_learn_loop_thread(uvt__bridge_impl_t* impl) {
+  uvt__store_relaxed(&impl->loop_thread, uv_thread_self());
+}
+
+/* Every loop iteration, before the loop polls for I/O: callbacks of this
+ * iteration (I/O, check, close) and timers of the next know the thread. */
+static void uvt__bridge_prepare_cb(uv_prepare_t* prepare) {
+  uvt__bridge_learn_loop_thread(uvt__container_of(prepare, uvt__bridge_impl_t, prepare));
 }
 
 static void uvt__bridge_drain(uv_async_t* async) {
   uvt__bridge_impl_t* impl = uvt__container_of(async, uvt__bridge_impl_t, async);
   unsigned budget = UVT__DRAIN_BUDGET;
 
-  /* The loop may have moved to another thread since the init. Relaxed: only
-   * this thread writes it (see uvt__bridge_on_loop_thread). */
-  uvt__store_relaxed(&impl->loop_thread, uv_thread_self());
+  uvt__bridge_learn_loop_thread(impl);
 
   /* Callbacks submit in a batch: one wake-up check at its end serves all. */
   impl->producer.batching = 1;
@@ -297,13 +331,20 @@ int uvt_bridge_init(uv_loop_t* loop, uvt_bridge_t* bridge, uvt_pool_t* pool) {
     goto fail;
   }
   uv_unref((uv_handle_t*)&impl->async);
+  /* Cannot fail on a live loop (libuv only links it in). */
+  uv_prepare_init(loop, &impl->prepare);
+  uv_prepare_start(&impl->prepare, uvt__bridge_prepare_cb);
+  uv_unref((uv_handle_t*)&impl->prepare);
+  impl->async.data = impl->prepare.data = impl;
+  impl->handles_open = 2;
   impl->bridge = bridge;
   impl->loop_thread = uv_thread_self();
   uvt__queue_init(&impl->inflight);
 
   bridge->loop = loop;
   bridge->pool = pool;
-  bridge->uvt__impl = impl;
+  bridge->uvt__gate = 0;
+  uvt__store_relaxed(&bridge->uvt__impl, impl);
   uvt__store_relaxed(&bridge->uvt__tag, UVT__TAG(bridge, UVT__KIND_BRIDGE));
   return 0;
 
@@ -317,8 +358,9 @@ int uvt_bridge_close(uvt_bridge_t* bridge, uvt_close_cb close_cb) {
   uvt__qnode_t* n;
   uvt__qnode_t* next;
   if (impl == NULL || !uvt__bridge_on_loop_thread(impl) || impl->closing) return UV_EINVAL;
-  /* Seq_cst: see uvt__bridge_post_if_open. */
-  uvt__store_seq_cst(&impl->closing, 1);
+  impl->closing = 1;
+  /* Seq_cst: see uvt__bridge_enter. */
+  uvt__fetch_or_seq_cst(&bridge->uvt__gate, UVT__GATE_CLOSING);
   impl->close_cb = close_cb;
   /* A hook may untrack its own node (and no other). */
   for (n = impl->inflight.next; n != &impl->inflight; n = next) {

@@ -14,7 +14,10 @@
 
 /* A record that a thread borrows from the bridge to call into its loop: a
  * message to post and a semaphore to wait on. Records stay owned by the
- * bridge until it closes, so a stale pointer to one is still memory. */
+ * bridge until it closes, so a stale pointer to one is still memory.
+ * They are aligned to UVT__RECORD_ALIGN and at least that large, so the
+ * low bits of a pointer into one can carry a ticket (call.c). */
+#define UVT__RECORD_ALIGN 1024u
 typedef struct uvt__record_s {
   uvt__msg_t msg;
   uv_sem_t done;
@@ -25,17 +28,18 @@ typedef struct uvt__record_s {
 typedef struct uvt__bridge_impl_s {
   /* Written by every producer thread: on its own cache line. */
   _Alignas(UVT__CACHE_LINE) uvt__msg_t* inbox; /* Treiber stack, newest first */
-  unsigned senders; /* threads that may still touch this bridge */
 
   /* Loop-side state, on another line. */
   _Alignas(UVT__CACHE_LINE) uv_async_t async;
+  uv_prepare_t prepare; /* learns the loop thread every iteration (unref'd) */
+  int handles_open;     /* async and prepare, until both are closed */
   uvt_bridge_t* bridge;
   uv_thread_t loop_thread; /* atomic: read by any thread */
   uvt__msg_t* ready_head;  /* loop-local FIFO of messages to deliver */
   uvt__msg_t* ready_tail;
   uvt__qnode_t inflight; /* what keeps the loop alive (uvt__inflight_t) */
   int user_ref;
-  int closing;     /* atomic: read by any thread */
+  int closing; /* loop thread; other threads read the gate's closing bit */
   uvt__producer_t producer; /* how this loop submits to the pool */
   int finishing;
   uvt_close_cb close_cb;
@@ -58,18 +62,24 @@ void uvt__bridge_track(uvt__bridge_impl_t* impl, uvt__inflight_t* node);
 void uvt__bridge_untrack(uvt__bridge_impl_t* impl, uvt__inflight_t* node);
 
 /* Any thread: queues msg for delivery on the loop thread and wakes the loop
- * if it was idle. Only for senders the bridge already waits for (tracked
+ * if it was idle. Only for threads the bridge already waits for (tracked
  * objects): they cannot race with its teardown. */
 void uvt__bridge_post(uvt__bridge_impl_t* impl, uvt__msg_t* msg);
-/* Any thread: as uvt__bridge_post, but refuses with UV_EPIPE once the bridge
- * is closing. For uvt_call and uvt_sync_await. */
-int uvt__bridge_post_if_open(uvt__bridge_impl_t* impl, uvt__msg_t* msg);
+/* Any thread, for threads the bridge does not wait for (uvt_call,
+ * uvt_sync_await): enter returns the live impl and holds the bridge until
+ * leave, or NULL (nothing held, nothing of the bridge touched but its own
+ * struct) once the bridge is closing. Safe until close_cb starts. */
+uvt__bridge_impl_t* uvt__bridge_enter(uvt_bridge_t* bridge);
+void uvt__bridge_leave(uvt_bridge_t* bridge);
+/* Between enter and leave: queues msg and wakes the loop if it was idle. */
+void uvt__bridge_post_entered(uvt__bridge_impl_t* impl, uvt__msg_t* msg);
 /* Loop thread: queues msg behind the current batch and schedules a drain. */
 void uvt__bridge_post_local(uvt__bridge_impl_t* impl, uvt__msg_t* msg);
 
 /* Any thread: borrows a record of size bytes (the same size for every
- * record of a bridge; a record's first member is a uvt__record_t), or NULL
- * when out of memory. Give it back when done; it is freed with the bridge. */
+ * record of a bridge; a record's first member is a uvt__record_t; zeroed
+ * when new), or NULL when out of memory. Give it back when done; it is
+ * freed with the bridge. */
 uvt__record_t* uvt__bridge_record_take(uvt__bridge_impl_t* impl, size_t size);
 void uvt__bridge_record_give(uvt__bridge_impl_t* impl, uvt__record_t* rec);
 

@@ -3,9 +3,14 @@
  * uvt_call allocates one small record per call (it is fire and forget: the
  * caller keeps nothing). uvt_sync_await borrows a record from its bridge
  * (bridge.h) and gives it back when it wakes; records stay owned by the
- * bridge until it closes, so a stray second uvt_await_resolve finds a record
- * that is still memory, sees that it is not running and ignores it
- * (asserting in debug builds). */
+ * bridge until it closes, so a stray second uvt_await_resolve finds a
+ * record that is still memory. The handle the loop function gets is a
+ * pointer into the record whose low bits are a ticket, new for each use of
+ * the record: a stray resolve carries an old ticket and is ignored
+ * (asserting in debug builds), also when the record already serves another
+ * await, unless that record has been reused a multiple of UVT__AWAIT_TICKETS
+ * times since. Tickets step by the struct's alignment, so a handle is a
+ * correctly aligned pointer. */
 #include "bridge.h"
 #include "context.h"
 
@@ -29,19 +34,22 @@ static unsigned uvt__call_deliver(uvt__msg_t* msg, unsigned budget) {
 }
 
 int uvt_call(uvt_bridge_t* bridge, uvt_call_cb fn, void* arg) {
-  uvt__bridge_impl_t* impl = uvt__bridge_get(bridge);
+  uvt__bridge_impl_t* impl;
   uvt__call_t* call;
-  int rc;
-  if (impl == NULL || fn == NULL) return UV_EINVAL;
+  if (uvt__bridge_get(bridge) == NULL || fn == NULL) return UV_EINVAL;
   call = uvt__malloc(sizeof(*call));
   if (call == NULL) return UV_ENOMEM;
   call->msg.deliver = uvt__call_deliver;
   call->fn = fn;
   call->arg = arg;
   call->ctx = uvt_context_get();
-  rc = uvt__bridge_post_if_open(impl, &call->msg);
-  if (rc != 0) uvt__free(call);
-  return rc;
+  if ((impl = uvt__bridge_enter(bridge)) == NULL) {
+    uvt__free(call);
+    return UV_EPIPE;
+  }
+  uvt__bridge_post_entered(impl, &call->msg);
+  uvt__bridge_leave(bridge);
+  return 0;
 }
 
 /* ---- uvt_sync_await ----------------------------------------------------- */
@@ -49,10 +57,13 @@ int uvt_call(uvt_bridge_t* bridge, uvt_call_cb fn, void* arg) {
 enum { UVT__AWAIT_QUEUED = 1, UVT__AWAIT_RUNNING, UVT__AWAIT_RESOLVED };
 
 #define UVT__AWAIT_SPIN_NS 20000u /* how long a waiter spins before it sleeps */
+#define UVT__AWAIT_TICKET_STEP ((unsigned)_Alignof(uvt_await_t))
+#define UVT__AWAIT_TICKETS (UVT__RECORD_ALIGN / UVT__AWAIT_TICKET_STEP) /* 128 */
 
 struct uvt_await_s {
   uvt__record_t rec; /* first: the bridge's record */
-  uvt__bridge_impl_t* impl;
+  uvt__bridge_impl_t* impl; /* set once, when the record is new */
+  unsigned ticket; /* atomic: this use's ticket; a stray resolve reads it */
   uvt_await_cb fn;
   void* arg;
   void* ctx;
@@ -61,6 +72,14 @@ struct uvt_await_s {
   int state; /* atomic: the waiter spins on it; written by the loop, or by
               * the waiting thread before it posts */
 };
+
+/* The handle of aw's current use: a pointer into the record, offset by the
+ * ticket (the record is UVT__RECORD_ALIGN bytes or more). Never dereferenced. */
+_Static_assert(UVT__RECORD_ALIGN % _Alignof(uvt_await_t) == 0 && UVT__AWAIT_TICKETS >= 128,
+               "tickets keep handles aligned, and there are enough of them");
+static uvt_await_t* uvt__await_handle(uvt_await_t* aw) {
+  return (uvt_await_t*)((char*)aw + uvt__load_relaxed(&aw->ticket));
+}
 
 static unsigned uvt__await_deliver(uvt__msg_t* msg, unsigned budget) {
   uvt_await_t* aw = uvt__container_of(msg, uvt_await_t, rec.msg);
@@ -77,24 +96,21 @@ static unsigned uvt__await_deliver(uvt__msg_t* msg, unsigned budget) {
   aw->inflight.closing = NULL; /* nothing to cancel: the close waits */
   uvt__bridge_track(impl, &aw->inflight);
   prev = uvt__context_swap(aw->ctx);
-  aw->fn(aw, aw->arg);
+  aw->fn(uvt__await_handle(aw), aw->arg);
   uvt__context_swap(prev);
   return 1;
 }
 
 int uvt_sync_await(uvt_bridge_t* bridge, uvt_await_cb fn, void* arg) {
-  uvt__bridge_impl_t* impl = uvt__bridge_get(bridge);
+  uvt__bridge_impl_t* impl;
   uvt_await_t* aw;
   int rc;
-  if (impl == NULL || fn == NULL) return UV_EINVAL;
-  if (uvt__bridge_on_loop_thread(impl)) return UV_EBUSY;
-
-  /* Hold the bridge for the whole call: the record goes back to the bridge
-   * after we wake. Seq_cst pairs with uvt_bridge_close, see
-   * uvt__bridge_post_if_open. */
-  uvt__fetch_add_seq_cst(&impl->senders, 1u);
-  if (uvt__load_seq_cst(&impl->closing)) {
-    rc = UV_EPIPE;
+  if (uvt__bridge_get(bridge) == NULL || fn == NULL) return UV_EINVAL;
+  /* Inside the gate for the whole call: the record goes back to the bridge
+   * after we wake. A closing bridge is not touched at all. */
+  if ((impl = uvt__bridge_enter(bridge)) == NULL) return UV_EPIPE;
+  if (uvt__bridge_on_loop_thread(impl)) {
+    rc = UV_EBUSY; /* waiting here would deadlock the loop */
     goto out;
   }
   aw = (uvt_await_t*)uvt__bridge_record_take(impl, sizeof(uvt_await_t));
@@ -103,37 +119,41 @@ int uvt_sync_await(uvt_bridge_t* bridge, uvt_await_cb fn, void* arg) {
     goto out;
   }
   aw->rec.msg.deliver = uvt__await_deliver;
-  aw->impl = impl;
+  if (aw->impl == NULL) aw->impl = impl; /* new: no stray handle points here yet */
+  /* Relaxed: published with the post; a stray resolve only compares it. */
+  uvt__store_relaxed(&aw->ticket, (aw->ticket + UVT__AWAIT_TICKET_STEP) & (UVT__RECORD_ALIGN - 1u));
   aw->fn = fn;
   aw->arg = arg;
   aw->ctx = uvt_context_get();
   aw->status = 0;
   uvt__store_relaxed(&aw->state, UVT__AWAIT_QUEUED);
-  rc = uvt__bridge_post_if_open(impl, &aw->rec.msg);
-  if (rc == 0) {
-    /* A loop function that resolves at once answers within microseconds:
-     * spin for that briefly, so the post finds nobody asleep. The wait
-     * below then returns at once; either way it consumes the post. */
-    UVT__SPIN_WHILE(uvt__load_acquire(&aw->state) != UVT__AWAIT_RESOLVED, UVT__AWAIT_SPIN_NS);
-    uv_sem_wait(&aw->rec.done);
-    rc = aw->status; /* ordered by the acquire load or the semaphore */
-  }
+  uvt__bridge_post_entered(impl, &aw->rec.msg);
+  /* A loop function that resolves at once answers within microseconds:
+   * spin for that briefly, so the post finds nobody asleep. The wait below
+   * then returns at once; either way it consumes the post. */
+  UVT__SPIN_WHILE(uvt__load_acquire(&aw->state) != UVT__AWAIT_RESOLVED, UVT__AWAIT_SPIN_NS);
+  uv_sem_wait(&aw->rec.done);
+  rc = aw->status; /* ordered by the acquire load or the semaphore */
   uvt__bridge_record_give(impl, &aw->rec);
 out:
-  uvt__fetch_sub_release(&impl->senders, 1u);
+  uvt__bridge_leave(bridge);
   return rc;
 }
 
-void uvt_await_resolve(uvt_await_t* aw, int status) {
-  uvt__bridge_impl_t* impl;
-  if (aw == NULL) return;
-  impl = aw->impl;
-  if (uvt__load_relaxed(&aw->state) != UVT__AWAIT_RUNNING || !uvt__bridge_on_loop_thread(impl)) {
+void uvt_await_resolve(uvt_await_t* handle, int status) {
+  uvt_await_t* aw;
+  unsigned ticket;
+  if (handle == NULL) return;
+  aw = (uvt_await_t*)((uintptr_t)handle & ~(uintptr_t)(UVT__RECORD_ALIGN - 1u));
+  ticket = (unsigned)((uintptr_t)handle & (UVT__RECORD_ALIGN - 1u));
+  if (uvt__load_relaxed(&aw->ticket) != ticket ||
+      uvt__load_relaxed(&aw->state) != UVT__AWAIT_RUNNING ||
+      !uvt__bridge_on_loop_thread(aw->impl)) {
     assert(!"uvt_await_resolve: await not running (resolved twice?) or not the loop thread");
     return;
   }
   aw->status = status;
-  uvt__bridge_untrack(impl, &aw->inflight);
+  uvt__bridge_untrack(aw->impl, &aw->inflight);
   uvt__store_release(&aw->state, UVT__AWAIT_RESOLVED); /* publishes status */
   uv_sem_post(&aw->rec.done); /* the waiter may reuse aw from here on */
 }

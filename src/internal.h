@@ -52,6 +52,7 @@
 #endif
 #define UVT__KIND_BRIDGE ((uintptr_t)0x6272696467650001u)
 #define UVT__KIND_WORK ((uintptr_t)0x776f726b00000002u)
+#define UVT__KIND_WORK_CANCELLED ((uintptr_t)0x63616e6300000004u)
 #define UVT__KIND_STREAM ((uintptr_t)0x6368616e00000003u)
 
 /* Test-only stall points (tests built with UVT_TEST_HOOKS): a test's hook
@@ -89,6 +90,10 @@ extern UVT_EXTERN void (*uvt__test_hook)(const char* point, const void* obj);
 /* Strong CAS without ordering. */
 #define uvt__cas_strong_relaxed(p, expected, desired) \
   __atomic_compare_exchange_n((p), (expected), (desired), 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)
+/* Weak CAS that acquires on success; *expected is refreshed on failure. */
+#define uvt__cas_weak_acquire(p, expected, desired) \
+  __atomic_compare_exchange_n((p), (expected), (desired), 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)
+#define uvt__fetch_and_relaxed(p, v) __atomic_fetch_and((p), (v), __ATOMIC_RELAXED)
 /* Weak CAS that publishes on success; *expected is refreshed on failure. */
 #define uvt__cas_weak_release(p, expected, desired) \
   __atomic_compare_exchange_n((p), (expected), (desired), 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED)
@@ -123,6 +128,13 @@ static inline void uvt__thread_set_name(const char* name) {
 
 static inline void uvt__thread_yield(void) { sched_yield(); }
 
+/* The calling thread will never be joined: its resources go when it ends. */
+static inline void uvt__thread_detach_self(void) {
+#if defined(__unix__) || defined(__APPLE__)
+  pthread_detach(pthread_self());
+#endif
+}
+
 /* Runs fn in the child after fork() (best effort where there is no fork). */
 static inline void uvt__at_fork_child(void (*fn)(void)) {
 #if defined(__unix__) || defined(__APPLE__)
@@ -149,6 +161,14 @@ static inline void uvt__at_fork_child(void (*fn)(void)) {
     }                                                              \
   } while (0)
 #define UVT__SPIN_WHILE(cond, ns) UVT__SPIN_WHILE_YIELDING(cond, ns, 0)
+
+/* uv_hrtime() + ms, saturating: a timeout too large to add to the clock
+ * means "never" (UINT64_MAX), not a deadline in the past. */
+static inline uint64_t uvt__deadline_after_ms(uint64_t ms) {
+  uint64_t now = uv_hrtime();
+  if (ms > (UINT64_MAX - now) / 1000000u) return UINT64_MAX;
+  return now + ms * 1000000u;
+}
 
 /* ---- The CPU's time-stamp counter (for the stats clock, clock.h) --------- */
 
