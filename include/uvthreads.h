@@ -57,6 +57,7 @@ typedef struct uvt_chan_s uvt_chan_t;
 typedef struct uvt_await_s uvt_await_t; /* opaque, owned by the bridge */
 
 typedef void (*uvt_close_cb)(uvt_bridge_t* bridge);
+typedef void (*uvt_batch_cb)(uvt_bridge_t* bridge);
 typedef void (*uvt_work_cb)(uvt_work_t* req);
 typedef void (*uvt_after_work_cb)(uvt_work_t* req, int status);
 typedef int (*uvt_gen_cb)(uvt_iter_t* it);
@@ -94,6 +95,7 @@ typedef struct uvt__task_s {
 typedef struct uvt__inflight_s {
   uvt__qnode_t node;
   void (*closing)(struct uvt__inflight_s* self); /* may be NULL */
+  int ref; /* keeps the loop alive (streams may be unref'd) */
 } uvt__inflight_t;
 
 /* The bounded buffer between producer threads and the loop, shared by
@@ -210,6 +212,17 @@ UVT_EXTERN int uvt_bridge_close(uvt_bridge_t* bridge, uvt_close_cb close_cb);
 UVT_EXTERN void uvt_bridge_ref(uvt_bridge_t* bridge);
 UVT_EXTERN void uvt_bridge_unref(uvt_bridge_t* bridge);
 
+/* Loop thread. Hooks around each batch of callbacks: enter runs before the
+ * first callback that one drain of the bridge delivers (completions, items,
+ * final callbacks, calls, await functions), leave after its last one; a
+ * drain that delivers nothing calls neither. NULL removes a hook. A host
+ * runtime opens and closes a callback scope here once per batch instead of
+ * once per callback (Node: napi_open_callback_scope). Drop callbacks and
+ * close_cb run outside batches. UV_EINVAL: bridge NULL, not initialised,
+ * or not the loop thread. */
+UVT_EXTERN int uvt_bridge_batch_hooks(uvt_bridge_t* bridge, uvt_batch_cb enter,
+                                      uvt_batch_cb leave);
+
 /* ---- threaded / threaded_separate (loop thread) -------------------------- */
 
 struct uvt_work_s {
@@ -307,6 +320,14 @@ UVT_EXTERN int uvt_iter_stop(uvt_iter_t* it, uvt_drop_cb drop);
 /* Deprecated alias of uvt_iter_stop (its 0.1 name), kept until 1.0. */
 UVT_EXTERN int uvt_iter_close(uvt_iter_t* it, uvt_drop_cb drop);
 
+/* Loop thread. An iterator is ref'd when it starts: while open it keeps
+ * uv_run() alive. unref makes it stop doing so (a background producer must
+ * not keep a program from exiting); ref undoes it. Like uv_ref/uv_unref:
+ * idempotent, and ignored on a NULL, stopped or finished iterator or on
+ * another thread. It still delivers whenever the loop runs. */
+UVT_EXTERN void uvt_iter_ref(uvt_iter_t* it);
+UVT_EXTERN void uvt_iter_unref(uvt_iter_t* it);
+
 /* ---- Channel: from any threads to the loop -------------------------------- */
 
 struct uvt_chan_s {
@@ -352,6 +373,12 @@ UVT_EXTERN int uvt_chan_resume(uvt_chan_t* ch);
  * NULL) once every blocked put has returned. UV_EINVAL: NULL, already
  * stopped or finished, not the loop thread. */
 UVT_EXTERN int uvt_chan_stop(uvt_chan_t* ch, uvt_drop_cb drop);
+
+/* Loop thread. As uvt_iter_ref/uvt_iter_unref, for a channel: an unref'd
+ * open channel does not keep uv_run() alive. Ignored on a NULL, closed,
+ * stopped or finished channel or on another thread. */
+UVT_EXTERN void uvt_chan_ref(uvt_chan_t* ch);
+UVT_EXTERN void uvt_chan_unref(uvt_chan_t* ch);
 
 /* ---- Calling loop work from threads ---------------------------------------- */
 

@@ -80,25 +80,36 @@ int uvt__bridge_check_submit(uvt__bridge_impl_t* impl) {
 /* Recomputes whether the async handle keeps the loop alive. Loop thread. */
 static void uvt__bridge_update_ref(uvt__bridge_impl_t* impl) {
   if (impl->finishing) return;
-  if (impl->closing || !uvt__queue_empty(&impl->inflight) || impl->user_ref)
+  if (impl->closing || impl->refs > 0 || impl->user_ref)
     uv_ref((uv_handle_t*)&impl->async);
   else
     uv_unref((uv_handle_t*)&impl->async);
 }
 
 void uvt__bridge_track(uvt__bridge_impl_t* impl, uvt__inflight_t* node) {
-  int was_idle = uvt__queue_empty(&impl->inflight);
   uvt__queue_insert_tail(&impl->inflight, &node->node);
-  /* Only the first object in flight changes the handle's ref state. */
-  if (was_idle) uvt__bridge_update_ref(impl);
+  node->ref = 1;
+  /* Only the first ref'd object changes the handle's ref state. */
+  if (impl->refs++ == 0) uvt__bridge_update_ref(impl);
 }
 
 void uvt__bridge_untrack(uvt__bridge_impl_t* impl, uvt__inflight_t* node) {
   uvt__queue_remove(&node->node);
+  if (node->ref) impl->refs--;
   if (impl->closing)
     uv_async_send(&impl->async); /* the close may have been waiting for this */
-  else if (uvt__queue_empty(&impl->inflight))
+  else if (impl->refs == 0)
     uvt__bridge_update_ref(impl);
+}
+
+void uvt__bridge_set_ref(uvt__bridge_impl_t* impl, uvt__inflight_t* node, int ref) {
+  if (node->ref == ref) return;
+  node->ref = ref;
+  if (ref)
+    impl->refs++;
+  else
+    impl->refs--;
+  uvt__bridge_update_ref(impl);
 }
 
 /* Pushes msg and wakes the loop if the stack was empty. If hold_if_empty,
@@ -228,7 +239,7 @@ static int uvt__bridge_take_inbox(uvt__bridge_impl_t* impl) {
   return 1;
 }
 
-/* Runs once for each of the bridge's two handles; the second frees it. */
+/* Runs once for each of the bridge's handles; the last frees it. */
 static void uvt__bridge_closed_cb(uv_handle_t* handle) {
   uvt__bridge_impl_t* impl = handle->data;
   uvt_bridge_t* bridge = impl->bridge;
@@ -247,15 +258,19 @@ static void uvt__bridge_maybe_finish(uvt__bridge_impl_t* impl) {
   if (impl->finishing || !uvt__queue_empty(&impl->inflight) || impl->ready_head != NULL) return;
   if (uvt__load_acquire(&impl->inbox) != NULL) return;
   /* Every request has been delivered; threads may still be on their way out
-   * (between a push and its uv_async_send, or returning an await record). */
-  while ((uvt__load_acquire(&impl->bridge->uvt__gate) & ~UVT__GATE_CLOSING) != 0)
+   * (between a push and its uv_async_send, or returning an await record),
+   * or in a call accepted just before the close, which may still post: a
+   * sync_await then waits for the loop, so the wait ends on a post too.
+   * The post sent a wake-up, and the drain that takes it comes back here. */
+  while ((uvt__load_acquire(&impl->bridge->uvt__gate) & ~UVT__GATE_CLOSING) != 0) {
+    if (uvt__load_acquire(&impl->inbox) != NULL) return;
     uvt__thread_yield();
-  /* A uvt_call accepted just before the close may have landed meanwhile; its
-   * push sent a wake-up, and the next drain comes back here. */
+  }
   if (uvt__load_acquire(&impl->inbox) != NULL) return;
   impl->finishing = 1;
   uv_ref((uv_handle_t*)&impl->async);
   uv_close((uv_handle_t*)&impl->prepare, uvt__bridge_closed_cb);
+  uv_close((uv_handle_t*)&impl->first, uvt__bridge_closed_cb);
   uv_close((uv_handle_t*)&impl->async, uvt__bridge_closed_cb);
 }
 
@@ -270,6 +285,14 @@ static void uvt__bridge_learn_loop_thread(uvt__bridge_impl_t* impl) {
  * iteration (I/O, check, close) and timers of the next know the thread. */
 static void uvt__bridge_prepare_cb(uv_prepare_t* prepare) {
   uvt__bridge_learn_loop_thread(uvt__container_of(prepare, uvt__bridge_impl_t, prepare));
+}
+
+/* The first iteration runs timers before any prepare: a 0 ms timer started
+ * by the init is due first among the timers started after it, so a loop
+ * initialised on one thread and run on another is known there from its
+ * first timer callback on. */
+static void uvt__bridge_first_cb(uv_timer_t* first) {
+  uvt__bridge_learn_loop_thread(uvt__container_of(first, uvt__bridge_impl_t, first));
 }
 
 static void uvt__bridge_drain(uv_async_t* async) {
@@ -293,6 +316,10 @@ static void uvt__bridge_drain(uv_async_t* async) {
     budget = used >= budget ? 0 : budget - used;
   }
   impl->producer.batching = 0;
+  if (impl->in_batch) {
+    impl->in_batch = 0;
+    if (impl->batch_leave != NULL) impl->batch_leave(impl->bridge);
+  }
   if (impl->producer.recheck) {
     impl->producer.recheck = 0;
     uvt__pool_recheck(impl->bridge->pool);
@@ -331,12 +358,15 @@ int uvt_bridge_init(uv_loop_t* loop, uvt_bridge_t* bridge, uvt_pool_t* pool) {
     goto fail;
   }
   uv_unref((uv_handle_t*)&impl->async);
-  /* Cannot fail on a live loop (libuv only links it in). */
+  /* Cannot fail on a live loop (libuv only links them in). */
   uv_prepare_init(loop, &impl->prepare);
   uv_prepare_start(&impl->prepare, uvt__bridge_prepare_cb);
   uv_unref((uv_handle_t*)&impl->prepare);
-  impl->async.data = impl->prepare.data = impl;
-  impl->handles_open = 2;
+  uv_timer_init(loop, &impl->first);
+  uv_timer_start(&impl->first, uvt__bridge_first_cb, 0, 0);
+  uv_unref((uv_handle_t*)&impl->first);
+  impl->async.data = impl->prepare.data = impl->first.data = impl;
+  impl->handles_open = 3;
   impl->bridge = bridge;
   impl->loop_thread = uv_thread_self();
   uvt__queue_init(&impl->inflight);
@@ -370,6 +400,15 @@ int uvt_bridge_close(uvt_bridge_t* bridge, uvt_close_cb close_cb) {
   }
   uvt__bridge_update_ref(impl);
   uv_async_send(&impl->async); /* a drain ends the bridge once all is delivered */
+  return 0;
+}
+
+int uvt_bridge_batch_hooks(uvt_bridge_t* bridge, uvt_batch_cb enter, uvt_batch_cb leave) {
+  uvt__bridge_impl_t* impl = uvt__bridge_get(bridge);
+  if (impl == NULL || !uvt__bridge_on_loop_thread(impl)) return UV_EINVAL;
+  impl->batch_enter = enter;
+  impl->batch_leave = leave;
+  impl->batch_hooked = enter != NULL || leave != NULL;
   return 0;
 }
 

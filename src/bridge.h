@@ -32,12 +32,17 @@ typedef struct uvt__bridge_impl_s {
   /* Loop-side state, on another line. */
   _Alignas(UVT__CACHE_LINE) uv_async_t async;
   uv_prepare_t prepare; /* learns the loop thread every iteration (unref'd) */
-  int handles_open;     /* async and prepare, until both are closed */
+  uv_timer_t first;     /* learns it at the first iteration's timers (unref'd) */
+  int handles_open;     /* async, prepare and first, until all are closed */
   uvt_bridge_t* bridge;
   uv_thread_t loop_thread; /* atomic: read by any thread */
   uvt__msg_t* ready_head;  /* loop-local FIFO of messages to deliver */
   uvt__msg_t* ready_tail;
-  uvt__qnode_t inflight; /* what keeps the loop alive (uvt__inflight_t) */
+  uvt__qnode_t inflight; /* what is in flight (uvt__inflight_t) */
+  unsigned refs;         /* nodes of it that keep the loop alive */
+  uvt_batch_cb batch_enter, batch_leave;
+  int batch_hooked; /* either hook is set */
+  int in_batch;     /* this drain delivered a callback: leave is due */
   int user_ref;
   int closing; /* loop thread; other threads read the gate's closing bit */
   uvt__producer_t producer; /* how this loop submits to the pool */
@@ -60,6 +65,17 @@ int uvt__bridge_check_submit(uvt__bridge_impl_t* impl);
  * it is untracked; the bridge's close calls its closing hook. */
 void uvt__bridge_track(uvt__bridge_impl_t* impl, uvt__inflight_t* node);
 void uvt__bridge_untrack(uvt__bridge_impl_t* impl, uvt__inflight_t* node);
+/* Loop thread: whether a tracked node keeps the loop alive (ref'd when tracked). */
+void uvt__bridge_set_ref(uvt__bridge_impl_t* impl, uvt__inflight_t* node, int ref);
+
+/* Loop thread, in a drain: a user callback is about to run. Opens the
+ * drain's batch (the enter hook) before the first one. */
+static inline void uvt__bridge_before_callback(uvt__bridge_impl_t* impl) {
+  if (impl->batch_hooked && !impl->in_batch) {
+    impl->in_batch = 1;
+    if (impl->batch_enter != NULL) impl->batch_enter(impl->bridge);
+  }
+}
 
 /* Any thread: queues msg for delivery on the loop thread and wakes the loop
  * if it was idle. Only for threads the bridge already waits for (tracked

@@ -18,6 +18,7 @@
 
 typedef struct uvt__call_s {
   uvt__msg_t msg;
+  uvt__bridge_impl_t* impl;
   uvt_call_cb fn;
   void* arg;
   void* ctx;
@@ -25,8 +26,10 @@ typedef struct uvt__call_s {
 
 static unsigned uvt__call_deliver(uvt__msg_t* msg, unsigned budget) {
   uvt__call_t* call = uvt__container_of(msg, uvt__call_t, msg);
-  void* prev = uvt__context_swap(call->ctx);
+  void* prev;
   (void)budget;
+  uvt__bridge_before_callback(call->impl);
+  prev = uvt__context_swap(call->ctx);
   call->fn(call->arg);
   uvt__context_swap(prev);
   uvt__free(call);
@@ -47,6 +50,7 @@ int uvt_call(uvt_bridge_t* bridge, uvt_call_cb fn, void* arg) {
     uvt__free(call);
     return UV_EPIPE;
   }
+  call->impl = impl;
   uvt__bridge_post_entered(impl, &call->msg);
   uvt__bridge_leave(bridge);
   return 0;
@@ -95,6 +99,7 @@ static unsigned uvt__await_deliver(uvt__msg_t* msg, unsigned budget) {
   uvt__store_relaxed(&aw->state, UVT__AWAIT_RUNNING);
   aw->inflight.closing = NULL; /* nothing to cancel: the close waits */
   uvt__bridge_track(impl, &aw->inflight);
+  uvt__bridge_before_callback(impl);
   prev = uvt__context_swap(aw->ctx);
   aw->fn(uvt__await_handle(aw), aw->arg);
   uvt__context_swap(prev);

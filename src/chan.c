@@ -75,3 +75,11 @@ int uvt_chan_stop(uvt_chan_t* ch, uvt_drop_cb drop) {
   if (!uvt__chan_loop_side(ch)) return UV_EINVAL;
   return uvt__stream_stop(&ch->uvt__stream, drop);
 }
+
+void uvt_chan_ref(uvt_chan_t* ch) {
+  if (ch != NULL) uvt__stream_set_ref(&ch->uvt__stream, 1);
+}
+
+void uvt_chan_unref(uvt_chan_t* ch) {
+  if (ch != NULL) uvt__stream_set_ref(&ch->uvt__stream, 0);
+}

@@ -131,3 +131,11 @@ int uvt_iter_stop(uvt_iter_t* it, uvt_drop_cb drop) {
 }
 
 int uvt_iter_close(uvt_iter_t* it, uvt_drop_cb drop) { return uvt_iter_stop(it, drop); }
+
+void uvt_iter_ref(uvt_iter_t* it) {
+  if (it != NULL) uvt__stream_set_ref(&it->uvt__stream, 1);
+}
+
+void uvt_iter_unref(uvt_iter_t* it) {
+  if (it != NULL) uvt__stream_set_ref(&it->uvt__stream, 0);
+}

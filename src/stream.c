@@ -137,6 +137,7 @@ static void uvt__stream_finish(uvt__stream_t* stream, int status) {
   stream->ring = NULL;
   /* Release: a producer that sees the finished tag sees the state above. */
   uvt__store_release(&stream->tag, UVT__TAG(stream, UVT__KIND_STREAM_DONE));
+  uvt__bridge_before_callback(stream->impl);
   stream->deliver(stream, status, NULL); /* may free the stream's owner */
 }
 
@@ -177,6 +178,7 @@ static unsigned uvt__stream_deliver_msg(uvt__msg_t* msg, unsigned budget) {
     void* item = stream->ring[(base + i) % stream->cap];
     stream->taken++;
     used++;
+    uvt__bridge_before_callback(stream->impl);
     stream->deliver(stream, 0, item);
     if (stream->taken >= commit_every && i + 1 < n) {
       uv_mutex_lock(&stream->mutex);
@@ -277,6 +279,7 @@ int uvt__stream_put(uvt__stream_t* stream, void* item, uint64_t timeout_ms, int 
 
   if (timeout_ms != UINT64_MAX && timeout_ms != 0) deadline = uvt__deadline_after_ms(timeout_ms);
   uv_mutex_lock(&stream->mutex);
+  UVT__TEST_POINT("stream.put.locked", stream); /* the loop may finish the stream */
   for (;;) {
     if (uvt__stream_refusing(stream)) {
       rc = UV_EPIPE;
@@ -413,4 +416,13 @@ int uvt__stream_stop(uvt__stream_t* stream, uvt_drop_cb drop) {
   uvt__stream_schedule_locked(stream); /* the final callback, once producers left */
   uv_mutex_unlock(&stream->mutex);
   return 0;
+}
+
+void uvt__stream_set_ref(uvt__stream_t* stream, int ref) {
+  int refusing;
+  if (!uvt__stream_on_loop_side(stream)) return;
+  uv_mutex_lock(&stream->mutex);
+  refusing = uvt__stream_refusing(stream);
+  uv_mutex_unlock(&stream->mutex);
+  if (!refusing) uvt__bridge_set_ref(stream->impl, &stream->inflight, ref);
 }

@@ -56,5 +56,9 @@ void uvt__stream_producer_done(uvt__stream_t* stream, int status);
 int uvt__stream_pause(uvt__stream_t* stream, int pause);
 /* Loop-side abort: drops the buffer; UV_EINVAL if already stopped/finished. */
 int uvt__stream_stop(uvt__stream_t* stream, uvt_drop_cb drop);
+/* Loop side: whether the open stream keeps the loop alive; ignored on a
+ * stream that refuses items (closed, stopped, finished) or that is not open
+ * on this thread's loop. */
+void uvt__stream_set_ref(uvt__stream_t* stream, int ref);
 
 #endif /* UVT_STREAM_H */

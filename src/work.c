@@ -28,7 +28,9 @@ static unsigned uvt__work_deliver(uvt__msg_t* msg, unsigned budget) {
   uvt__bridge_untrack(req->bridge->uvt__impl, &req->uvt__inflight);
   uvt__store_relaxed(&req->uvt__tag, (uintptr_t)0); /* reusable from inside after onward */
   if (req->uvt__after != NULL) {
-    void* prev = uvt__context_swap(req->uvt__ctx);
+    void* prev;
+    uvt__bridge_before_callback(req->bridge->uvt__impl);
+    prev = uvt__context_swap(req->uvt__ctx);
     req->uvt__after(req, req->uvt__status);
     uvt__context_swap(prev);
   }
@@ -114,6 +116,7 @@ static int uvt__work_submit(uvt_bridge_t* bridge, uvt_work_t* req, uvt_work_cb w
     uvt__store_relaxed(&req->uvt__tag, (uintptr_t)0);
     return rc;
   }
+  UVT__TEST_POINT("work.submit.published", req); /* a worker may run req already */
   /* The completion is delivered on this thread, after we return, so the
    * bookkeeping below cannot race with it. */
   uvt__bridge_track(impl, &req->uvt__inflight);
