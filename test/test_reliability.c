@@ -1,0 +1,1035 @@
+/* Reliability regressions: one test per finding of the reliability review
+ * (the contract is API.md). Each one fails on the code before its fix, as a
+ * bounded failure: an ASSERT, a watchdog, or a sanitizer report.
+ *
+ * Races are forced, not hoped for: the library is built with UVT_TEST_HOOKS
+ * (target uvthreads_hooked), which calls uvt__test_hook at a few named stall
+ * points (UVT__TEST_POINT in src/). A test arms one point; the first thread
+ * that reaches it stalls there until the test releases it, or until the
+ * stall's timeout passes (so that a fixed library, which may legitimately
+ * wait for the stalled thread, never deadlocks with the test).
+ *
+ * Usage: test_reliability [name]  runs every finding's test, or the named
+ * one (also a sub-case such as chan_final_waits_for_put_stop). */
+#include "test.h"
+
+extern void (*uvt__test_hook)(const char*, const void*);
+
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+#ifndef TEST_ASAN
+#define TEST_ASAN 0
+#endif
+
+#define WAIT_MS 5000u  /* how long a test waits for something that must happen */
+#define STALL_MS 500u  /* how long a stalled thread waits for its release */
+#define WATCHDOG_MS 2000u
+
+#define LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+
+/* ---- Events: a flag one thread sets and another waits for, bounded ------ */
+
+typedef struct {
+  uv_mutex_t mutex;
+  uv_cond_t cond;
+  int set;
+} event_t;
+
+static void event_init(event_t* e) {
+  ASSERT_OK(uv_mutex_init(&e->mutex));
+  ASSERT_OK(uv_cond_init(&e->cond));
+  e->set = 0;
+}
+
+static void event_set(event_t* e) {
+  uv_mutex_lock(&e->mutex);
+  e->set = 1;
+  uv_cond_broadcast(&e->cond);
+  uv_mutex_unlock(&e->mutex);
+}
+
+/* 1 once set, 0 if ms passed first. */
+static int event_wait(event_t* e, unsigned ms) {
+  uint64_t deadline = uv_hrtime() + (uint64_t)ms * 1000000u;
+  int set;
+  uv_mutex_lock(&e->mutex);
+  while (!e->set) {
+    uint64_t now = uv_hrtime();
+    if (now >= deadline) break;
+    uv_cond_timedwait(&e->cond, &e->mutex, deadline - now);
+  }
+  set = e->set;
+  uv_mutex_unlock(&e->mutex);
+  return set;
+}
+
+static void event_destroy(event_t* e) {
+  uv_cond_destroy(&e->cond);
+  uv_mutex_destroy(&e->mutex);
+}
+
+/* ---- The stall: one armed stall point at a time ------------------------- */
+
+typedef struct {
+  uv_mutex_t mutex;
+  uv_cond_t cond;
+  int ready;
+  /* Set before arming (the release store of armed publishes them). */
+  const char* point;
+  const void* obj;     /* only a hit with this object (NULL: any) */
+  int has_thread;
+  uv_thread_t thread;  /* only a hit on this thread (if has_thread) */
+  unsigned timeout_ms; /* the stall ends by itself after this */
+  int armed;           /* atomic: the next matching hit stalls (once) */
+  /* Guarded by mutex. */
+  int arrived;   /* a thread reached the point */
+  int inside;    /* it is stalled there now */
+  int released;  /* the test let it go */
+  int timed_out; /* it went on by itself */
+  int done;      /* the test's own mark: the stalled call returned */
+} stall_t;
+
+static stall_t stall;
+/* A test's own hook (test 9), called for every point; set before any thread. */
+static void (*custom_hook)(const char* point, const void* obj);
+
+static void test_hook(const char* point, const void* obj) {
+  stall_t* s = &stall;
+  int one = 1;
+  uint64_t deadline;
+  if (custom_hook != NULL) custom_hook(point, obj);
+  if (!LOAD(&s->armed)) return;
+  if (strcmp(point, s->point) != 0 || (s->obj != NULL && s->obj != obj)) return;
+  if (s->has_thread) {
+    uv_thread_t self = uv_thread_self();
+    if (!uv_thread_equal(&self, &s->thread)) return;
+  }
+  if (!__atomic_compare_exchange_n(&s->armed, &one, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+    return; /* another thread took this stall */
+  uv_mutex_lock(&s->mutex);
+  s->arrived = 1;
+  s->inside = 1;
+  uv_cond_broadcast(&s->cond);
+  deadline = uv_hrtime() + (uint64_t)s->timeout_ms * 1000000u;
+  while (!s->released) {
+    uint64_t now = uv_hrtime();
+    if (now >= deadline) {
+      s->timed_out = 1;
+      break;
+    }
+    uv_cond_timedwait(&s->cond, &s->mutex, deadline - now);
+  }
+  s->inside = 0;
+  uv_cond_broadcast(&s->cond);
+  uv_mutex_unlock(&s->mutex);
+}
+
+/* Every test starts here: installs the hook (no library thread runs yet). */
+static void hooks_reset(void) {
+  if (!stall.ready) {
+    ASSERT_OK(uv_mutex_init(&stall.mutex));
+    ASSERT_OK(uv_cond_init(&stall.cond));
+    stall.ready = 1;
+  }
+  STORE(&stall.armed, 0);
+  uv_mutex_lock(&stall.mutex);
+  stall.point = "";
+  stall.obj = NULL;
+  stall.has_thread = 0;
+  stall.arrived = stall.inside = stall.released = stall.timed_out = stall.done = 0;
+  uv_mutex_unlock(&stall.mutex);
+  custom_hook = NULL;
+  uvt__test_hook = test_hook;
+}
+
+/* The next hit of point (with obj, on thread, when given) stalls. */
+static void stall_arm(const char* point, const void* obj, const uv_thread_t* thread,
+                      unsigned timeout_ms) {
+  uv_mutex_lock(&stall.mutex);
+  stall.point = point;
+  stall.obj = obj;
+  stall.has_thread = thread != NULL;
+  if (thread != NULL) stall.thread = *thread;
+  stall.timeout_ms = timeout_ms;
+  stall.arrived = stall.inside = stall.released = stall.timed_out = stall.done = 0;
+  uv_mutex_unlock(&stall.mutex);
+  STORE(&stall.armed, 1);
+}
+
+enum { UNTIL_ARRIVED = 1, UNTIL_DONE = 2 };
+
+/* Waits until a thread stalled at the point (UNTIL_ARRIVED) and/or the test
+ * marked the call done (UNTIL_DONE); 1 if one of them happened within ms. */
+static int stall_wait(int until, unsigned ms) {
+  uint64_t deadline = uv_hrtime() + (uint64_t)ms * 1000000u;
+  int ok;
+  uv_mutex_lock(&stall.mutex);
+  for (;;) {
+    uint64_t now;
+    ok = ((until & UNTIL_ARRIVED) && stall.arrived) || ((until & UNTIL_DONE) && stall.done);
+    if (ok || (now = uv_hrtime()) >= deadline) break;
+    uv_cond_timedwait(&stall.cond, &stall.mutex, deadline - now);
+  }
+  uv_mutex_unlock(&stall.mutex);
+  return ok;
+}
+
+/* Whether a thread is stalled at the point right now (not yet released and
+ * not timed out): the call it is in has certainly not returned. */
+static int stall_holding(void) {
+  int inside;
+  uv_mutex_lock(&stall.mutex);
+  inside = stall.inside;
+  uv_mutex_unlock(&stall.mutex);
+  return inside;
+}
+
+static void stall_release(void) {
+  STORE(&stall.armed, 0);
+  uv_mutex_lock(&stall.mutex);
+  stall.released = 1;
+  uv_cond_broadcast(&stall.cond);
+  uv_mutex_unlock(&stall.mutex);
+}
+
+static void stall_set_done(void) {
+  uv_mutex_lock(&stall.mutex);
+  stall.done = 1;
+  uv_cond_broadcast(&stall.cond);
+  uv_mutex_unlock(&stall.mutex);
+}
+
+/* ---- Shared helpers ------------------------------------------------------- */
+
+static int closed_count;
+static void on_closed(uvt_bridge_t* b) {
+  (void)b;
+  closed_count++;
+}
+
+static void on_handle_closed(uv_handle_t* h) { (void)h; }
+
+static void noop_work(uvt_work_t* req) { (void)req; }
+
+static uvt_pool_t* pool_with(unsigned min_threads, unsigned max_threads, unsigned idle_ms) {
+  uvt_pool_options_t opts;
+  uvt_pool_t* pool = NULL;
+  uvt_pool_options_init(&opts);
+  opts.min_threads = min_threads;
+  opts.max_threads = max_threads;
+  opts.idle_timeout_ms = idle_ms;
+  opts.name = "rel";
+  ASSERT_OK(uvt_pool_new(&pool, &opts));
+  return pool;
+}
+
+/* ==== 1. Reopening a channel from its final callback while a late producer
+ * ==== holds its mutex =======================================================
+ *
+ * The item callback stops the channel on its first item; the final callback
+ * reopens the same struct with uvt_chan_init. A late try_put of the producer
+ * (called after the final callback started) is stalled at "stream.put.locked",
+ * holding the finished core's mutex, while the reopen runs. The late call
+ * must return UV_EPIPE: the channel it called was finished. Old code: the
+ * reopen re-initialises the held mutex and resets the state, the late put
+ * then finds an open empty channel, lands its item in the new channel and
+ * returns 0. */
+
+typedef struct {
+  uvt_chan_t ch; /* first: the callbacks cast back */
+  uvt_bridge_t* bridge;
+  uv_thread_t producer;
+  event_t final_started;
+  int items1, finals1, items2, finals2;
+  int late_rc;
+} reopen_t;
+
+static void reopen_cb2(uvt_chan_t* ch, int status, void* item) {
+  reopen_t* r = (reopen_t*)ch;
+  if (item != NULL) {
+    r->items2++; /* the late producer's item landed in the new channel */
+    return;
+  }
+  ASSERT_EQ(status, UV_ECANCELED);
+  r->finals2++;
+  ASSERT_OK(uvt_bridge_close(r->bridge, on_closed));
+}
+
+static void reopen_cb1(uvt_chan_t* ch, int status, void* item) {
+  reopen_t* r = (reopen_t*)ch;
+  if (item != NULL) {
+    ASSERT_EQ(status, 0);
+    r->items1++;
+    ASSERT_OK(uvt_chan_stop(ch, NULL));
+    return;
+  }
+  ASSERT_EQ(status, UV_ECANCELED);
+  r->finals1++;
+  /* The late put stalls holding the finished core's mutex. */
+  stall_arm("stream.put.locked", NULL, &r->producer, STALL_MS);
+  event_set(&r->final_started);
+  /* (A library that refuses a finished channel before locking returns at once.) */
+  ASSERT(stall_wait(UNTIL_ARRIVED | UNTIL_DONE, WAIT_MS));
+  /* Reuse from inside the final callback, as the contract allows. */
+  ASSERT_OK(uvt_chan_init(r->bridge, ch, 4, reopen_cb2));
+  stall_release();
+  ASSERT(stall_wait(UNTIL_DONE, WAIT_MS));
+  if (r->late_rc != UV_EPIPE)
+    fprintf(stderr, "chan_reopen: a put on the finished channel, stalled holding its mutex while "
+                    "the final callback reopened it, returned %d (%s)\n",
+            r->late_rc, r->late_rc ? uv_err_name(r->late_rc) : "0");
+  ASSERT_ERR(r->late_rc, UV_EPIPE);
+  ASSERT_OK(uvt_chan_stop(ch, NULL));
+}
+
+static void reopen_producer(void* arg) {
+  reopen_t* r = arg;
+  ASSERT_OK(uvt_chan_try_put(&r->ch, (void*)1));
+  ASSERT(event_wait(&r->final_started, WAIT_MS));
+  r->late_rc = uvt_chan_try_put(&r->ch, (void*)2); /* the channel is finished */
+  stall_set_done();
+}
+
+static void chan_reopen(void) {
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uvt_pool_t* pool = pool_with(0, 1, 1000);
+  reopen_t r;
+  hooks_reset();
+  memset(&r, 0, sizeof(r));
+  event_init(&r.final_started);
+  r.late_rc = 1;
+  r.bridge = &b;
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &b, pool));
+  ASSERT_OK(uvt_chan_init(&b, &r.ch, 4, reopen_cb1));
+  ASSERT_OK(uv_thread_create(&r.producer, reopen_producer, &r));
+  closed_count = 0;
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_OK(uv_thread_join(&r.producer));
+  ASSERT_EQ(r.items1, 1);
+  ASSERT_EQ(r.finals1, 1);
+  ASSERT_EQ(r.items2, 0);
+  ASSERT_EQ(r.finals2, 1);
+  ASSERT_EQ(closed_count, 1);
+  ASSERT_OK(uv_loop_close(&loop));
+  ASSERT_OK(uvt_pool_free(pool));
+  event_destroy(&r.final_started);
+}
+
+/* ==== 2. The final callback runs only after every blocked put returned ======
+ *
+ * A producer puts into a full, paused channel (max_size 1) and is stalled at
+ * "stream.put.spin": it dropped the lock to spin before sleeping. Then the
+ * channel ends: uvt_chan_stop (loop), uvt_chan_close (another thread) or
+ * uvt_bridge_close. The channel is heap-allocated and its final callback
+ * frees it, as the contract allows. Old code: the spinning producer is not
+ * counted in `waiters`, so the final callback runs while the put is still in
+ * progress. Plain and TSan builds assert that the put had returned; ASan
+ * builds free the channel and release the producer, which then reads the
+ * freed core (heap-use-after-free in uvt__stream_put). */
+
+enum { END_STOP, END_CLOSE, END_BRIDGE_CLOSE };
+
+typedef struct {
+  uvt_chan_t* ch; /* heap: freed by its final callback */
+  uvt_bridge_t* bridge;
+  int how;
+  int items, finals, final_status;
+  int put_rc;
+} fput_t;
+
+static void fput_cb(uvt_chan_t* ch, int status, void* item) {
+  fput_t* f = ch->data;
+  if (item != NULL) {
+    ASSERT_EQ(status, 0);
+    f->items++;
+    return;
+  }
+  f->finals++;
+  f->final_status = status;
+  if (stall_holding()) {
+    fprintf(stderr, "chan_final_waits_for_put: the final callback (%s) runs while a put that "
+                    "was blocked at the end has not returned\n", uv_err_name(status));
+#if TEST_ASAN
+    free(ch); /* allowed from the final callback on */
+    stall_release();
+    /* ASan reports the producer's use of the freed channel here. */
+    ASSERT(stall_wait(UNTIL_DONE, WAIT_MS));
+#endif
+    ASSERT(!"final callback before the blocked put returned");
+  }
+  /* The put is on its way out (a fixed library let it go first). */
+  ASSERT(stall_wait(UNTIL_DONE, WAIT_MS));
+  ASSERT_ERR(f->put_rc, UV_EPIPE);
+  free(ch);
+  f->ch = NULL;
+  if (f->how != END_BRIDGE_CLOSE) ASSERT_OK(uvt_bridge_close(f->bridge, on_closed));
+}
+
+static void fput_producer(void* arg) {
+  fput_t* f = arg;
+  uvt_chan_t* ch = f->ch;
+  ASSERT_OK(uvt_chan_put(ch, (void*)1)); /* fills the paused channel */
+  f->put_rc = uvt_chan_put(ch, (void*)2); /* full: stalls in the spin */
+  stall_set_done();
+}
+
+static void fput_close(void* arg) { ASSERT_OK(uvt_chan_close(arg)); }
+
+static void chan_final_case(int how) {
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uvt_pool_t* pool = pool_with(0, 1, 1000);
+  uv_thread_t producer;
+  fput_t f;
+  hooks_reset();
+  memset(&f, 0, sizeof(f));
+  f.how = how;
+  f.put_rc = 1;
+  f.bridge = &b;
+  f.ch = malloc(sizeof(*f.ch));
+  ASSERT(f.ch != NULL);
+  f.ch->data = &f;
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &b, pool));
+  ASSERT_OK(uvt_chan_init(&b, f.ch, 1, fput_cb));
+  f.ch->data = &f;
+  ASSERT_OK(uvt_chan_pause(f.ch));
+  stall_arm("stream.put.spin", NULL, NULL, STALL_MS);
+  ASSERT_OK(uv_thread_create(&producer, fput_producer, &f));
+  ASSERT(stall_wait(UNTIL_ARRIVED, WAIT_MS)); /* blocked on the full channel */
+  switch (how) {
+    case END_STOP:
+      ASSERT_OK(uvt_chan_stop(f.ch, NULL));
+      break;
+    case END_CLOSE:
+      run_on_thread(fput_close, f.ch);
+      ASSERT_OK(uvt_chan_resume(f.ch)); /* the buffered item, then the end */
+      break;
+    default:
+      ASSERT_OK(uvt_bridge_close(&b, on_closed));
+      break;
+  }
+  closed_count = 0;
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_OK(uv_thread_join(&producer));
+  ASSERT_EQ(f.finals, 1);
+  ASSERT_EQ(f.items, how == END_STOP ? 0 : 1);
+  ASSERT_EQ(f.final_status, how == END_CLOSE ? UV_EOF : UV_ECANCELED);
+  ASSERT_EQ(closed_count, 1);
+  ASSERT_OK(uv_loop_close(&loop));
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
+static void chan_final_waits_for_put_stop(void) { chan_final_case(END_STOP); }
+static void chan_final_waits_for_put_close(void) { chan_final_case(END_CLOSE); }
+static void chan_final_waits_for_put_bridge_close(void) { chan_final_case(END_BRIDGE_CLOSE); }
+
+static void chan_final_waits_for_put(void) {
+  chan_final_waits_for_put_stop();
+  chan_final_waits_for_put_close();
+  chan_final_waits_for_put_bridge_close();
+}
+
+/* ==== 3. A submit racing the last worker's idle exit is not lost ===========
+ *
+ * Pool min 0, max 1, idle timeout 1 ms. After a first task the worker times
+ * out and decides to exit; it is stalled at "pool.worker.exit" (holding the
+ * pool's mutex, still counted in threads). A timer on the loop then submits
+ * a second task, which takes the lock-free "no taker to add" path, and
+ * releases the worker. The task must run. Old code: nobody runs it; the
+ * watchdog fails the test after 2 s (closing the bridge cancels the task so
+ * that the loop ends and the failure is reported). */
+
+static struct {
+  uvt_bridge_t b;
+  uvt_pool_t* pool;
+  uv_timer_t timer, watchdog;
+  uvt_work_t t1, t2;
+  int t2_ran, t2_after, t2_status, watchdog_fired;
+} ie;
+
+static void ie_mark_work(uvt_work_t* req) {
+  (void)req;
+  STORE(&ie.t2_ran, 1);
+}
+
+static void ie_watchdog(uv_timer_t* t) {
+  (void)t;
+  fprintf(stderr, "pool_idle_exit_wakeup: watchdog: the task submitted while the last worker "
+                  "was exiting did not run within %u ms\n", WATCHDOG_MS);
+  ie.watchdog_fired = 1;
+  ASSERT_OK(uvt_bridge_close(&ie.b, on_closed)); /* cancels the lost task */
+}
+
+static void ie_t2_after(uvt_work_t* req, int status) {
+  (void)req;
+  ie.t2_after++;
+  ie.t2_status = status;
+  uv_close((uv_handle_t*)&ie.watchdog, on_handle_closed);
+  uv_close((uv_handle_t*)&ie.timer, on_handle_closed);
+  if (!ie.watchdog_fired) ASSERT_OK(uvt_bridge_close(&ie.b, on_closed));
+}
+
+static void ie_timer(uv_timer_t* t) {
+  (void)t;
+  /* The worker timed out, found the queue empty and stalls on its way out. */
+  ASSERT(stall_wait(UNTIL_ARRIVED, WAIT_MS));
+  ASSERT_OK(uvt_threaded(&ie.b, &ie.t2, ie_mark_work, ie_t2_after));
+  stall_release();
+  ASSERT_OK(uv_timer_start(&ie.watchdog, ie_watchdog, WATCHDOG_MS, 0));
+}
+
+static void ie_t1_after(uvt_work_t* req, int status) {
+  (void)req;
+  ASSERT_EQ(status, 0);
+  /* Submit from a timer, outside the bridge's batch of callbacks. */
+  ASSERT_OK(uv_timer_start(&ie.timer, ie_timer, 0, 0));
+}
+
+static void pool_idle_exit_wakeup(void) {
+  uv_loop_t loop;
+  hooks_reset();
+  memset(&ie, 0, sizeof(ie));
+  ie.t2_status = 1;
+  ie.pool = pool_with(0, 1, 1);
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uv_timer_init(&loop, &ie.timer));
+  ASSERT_OK(uv_timer_init(&loop, &ie.watchdog));
+  ASSERT_OK(uvt_bridge_init(&loop, &ie.b, ie.pool));
+  stall_arm("pool.worker.exit", ie.pool, NULL, STALL_MS);
+  ASSERT_OK(uvt_threaded(&ie.b, &ie.t1, noop_work, ie_t1_after));
+  closed_count = 0;
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_EQ(ie.watchdog_fired, 0);
+  ASSERT_EQ(ie.t2_after, 1);
+  ASSERT_EQ(ie.t2_status, 0);
+  ASSERT_EQ(LOAD(&ie.t2_ran), 1);
+  ASSERT_EQ(closed_count, 1);
+  ASSERT_OK(uv_loop_close(&loop));
+  ASSERT_OK(uvt_pool_free(ie.pool));
+}
+
+/* ==== 4. A thread calling into a closing bridge ============================
+ *
+ * A thread calls uvt_call (or uvt_sync_await) and is stalled at
+ * "bridge.enter": it is inside the call and has not touched the impl yet
+ * (the old code's point, "bridge.get", was right after it read
+ * bridge->uvt__impl; the gate it enters now is in the bridge's own struct).
+ * The loop then closes the bridge. The call must be safe, and the bridge's
+ * teardown (which frees the impl, then runs close_cb) waits for it; its
+ * outcome is that of a call accepted before the close, or refused.
+ * Old code: the teardown frees the impl and runs close_cb while the call is
+ * in progress. Plain and TSan builds assert in close_cb that the call had
+ * returned; ASan builds release the thread there, which then uses the freed
+ * impl (heap-use-after-free in uvt__bridge_post_if_open for uvt_call, in
+ * uvt__bridge_on_loop_thread for uvt_sync_await). */
+
+typedef struct {
+  uvt_bridge_t b;
+  int use_await;
+  uv_thread_t thread;
+  event_t go;
+  int rc;
+  int close_cb_ran;
+} bc_t;
+
+/* The call entered the bridge before or after the close began: accepted
+ * (a uvt_call still runs; a sync_await returns UV_ECANCELED, its function
+ * never starting on a closing bridge) or refused (UV_EPIPE, nothing runs). */
+static int bc_ran;
+static void bc_call(void* arg) {
+  (void)arg;
+  bc_ran++;
+}
+static void bc_await(uvt_await_t* aw, void* arg) {
+  (void)arg;
+  bc_ran++;
+  uvt_await_resolve(aw, 0);
+}
+
+static void bc_check_outcome(bc_t* c) {
+  if (c->use_await) {
+    ASSERT_EQ(bc_ran, 0);
+    ASSERT(c->rc == UV_ECANCELED || c->rc == UV_EPIPE);
+  } else {
+    ASSERT((c->rc == 0 && bc_ran == 1) || (c->rc == UV_EPIPE && bc_ran == 0));
+  }
+}
+
+static void bc_caller(void* arg) {
+  bc_t* c = arg;
+  ASSERT(event_wait(&c->go, WAIT_MS));
+  c->rc = c->use_await ? uvt_sync_await(&c->b, bc_await, NULL) : uvt_call(&c->b, bc_call, NULL);
+  stall_set_done();
+}
+
+static void bc_close_cb(uvt_bridge_t* b) {
+  bc_t* c = (bc_t*)b;
+  const char* fn = c->use_await ? "uvt_sync_await" : "uvt_call";
+  c->close_cb_ran++;
+  if (stall_holding()) {
+    fprintf(stderr, "bridge_close_vs_caller: close_cb runs (the impl is freed) while a thread's "
+                    "%s on the closing bridge has not returned\n", fn);
+#if TEST_ASAN
+    stall_release();
+    /* ASan reports the caller's use of the freed impl here. */
+    ASSERT(stall_wait(UNTIL_DONE, WAIT_MS));
+#endif
+    ASSERT(!"close_cb before the call on the closing bridge returned");
+  }
+  ASSERT(stall_wait(UNTIL_DONE, WAIT_MS));
+  bc_check_outcome(c);
+}
+
+static void bc_case(int use_await) {
+  uv_loop_t loop;
+  uvt_pool_t* pool = pool_with(0, 1, 1000);
+  bc_t c;
+  hooks_reset();
+  memset(&c, 0, sizeof(c));
+  c.use_await = use_await;
+  c.rc = 1;
+  bc_ran = 0;
+  event_init(&c.go);
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &c.b, pool));
+  ASSERT_OK(uv_thread_create(&c.thread, bc_caller, &c));
+  stall_arm("bridge.enter", &c.b, &c.thread, STALL_MS);
+  event_set(&c.go);
+  ASSERT(stall_wait(UNTIL_ARRIVED, WAIT_MS)); /* the caller holds the impl pointer */
+  ASSERT_OK(uvt_bridge_close(&c.b, bc_close_cb));
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_OK(uv_thread_join(&c.thread));
+  ASSERT_EQ(c.close_cb_ran, 1);
+  bc_check_outcome(&c);
+  ASSERT_OK(uv_loop_close(&loop));
+  ASSERT_OK(uvt_pool_free(pool));
+  event_destroy(&c.go);
+}
+
+static void bridge_close_vs_caller_call(void) { bc_case(0); }
+static void bridge_close_vs_caller_sync_await(void) { bc_case(1); }
+
+static void bridge_close_vs_caller(void) {
+  bridge_close_vs_caller_call();
+  bridge_close_vs_caller_sync_await();
+}
+
+/* ==== 5. Threads left behind at exit: see test/exit_clean.c ================ */
+
+/* ==== 6. A huge put timeout means "wait forever", never "expired" ===========
+ *
+ * A thread calls uvt_chan_put_timeout on a full, paused channel with a
+ * timeout too large to add to the clock; the loop resumes delivery after
+ * 50 ms, which makes room. The put must return 0. Old code: the deadline
+ * wraps and the put returns UV_ETIMEDOUT at once. */
+
+typedef struct {
+  uvt_chan_t ch; /* first: the callback casts back */
+  uvt_bridge_t* bridge;
+  uv_timer_t timer;
+  uint64_t timeout_ms;
+  int rc;
+  uint64_t waited_ms;
+  int items, finals, final_status;
+} ht_t;
+
+static void ht_cb(uvt_chan_t* ch, int status, void* item) {
+  ht_t* h = (ht_t*)ch;
+  if (item != NULL) {
+    h->items++;
+    return;
+  }
+  h->finals++;
+  h->final_status = status;
+  ASSERT_OK(uvt_bridge_close(h->bridge, on_closed));
+}
+
+static void ht_resume(uv_timer_t* t) {
+  ht_t* h = t->data;
+  ASSERT_OK(uvt_chan_resume(&h->ch));
+  uv_close((uv_handle_t*)t, on_handle_closed);
+}
+
+static void ht_producer(void* arg) {
+  ht_t* h = arg;
+  uint64_t start = uv_hrtime();
+  h->rc = uvt_chan_put_timeout(&h->ch, (void*)2, h->timeout_ms);
+  h->waited_ms = (uv_hrtime() - start) / 1000000u;
+  ASSERT_OK(uvt_chan_close(&h->ch));
+}
+
+static void put_timeout_case(uint64_t timeout_ms) {
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uvt_pool_t* pool = pool_with(0, 1, 1000);
+  uv_thread_t producer;
+  ht_t h;
+  hooks_reset();
+  memset(&h, 0, sizeof(h));
+  h.bridge = &b;
+  h.timeout_ms = timeout_ms;
+  h.rc = 1;
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &b, pool));
+  ASSERT_OK(uvt_chan_init(&b, &h.ch, 1, ht_cb));
+  ASSERT_OK(uvt_chan_pause(&h.ch));
+  ASSERT_OK(uvt_chan_try_put(&h.ch, (void*)1)); /* full */
+  ASSERT_OK(uv_timer_init(&loop, &h.timer));
+  h.timer.data = &h;
+  ASSERT_OK(uv_timer_start(&h.timer, ht_resume, 50, 0));
+  ASSERT_OK(uv_thread_create(&producer, ht_producer, &h));
+  closed_count = 0;
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_OK(uv_thread_join(&producer));
+  if (h.rc != 0)
+    fprintf(stderr, "put_timeout_huge: uvt_chan_put_timeout(%llu ms) on a full channel returned "
+                    "%s after %llu ms, before the loop made room (50 ms)\n",
+            (unsigned long long)timeout_ms, uv_err_name(h.rc), (unsigned long long)h.waited_ms);
+  ASSERT_OK(h.rc);
+  ASSERT_EQ(h.items, 2);
+  ASSERT_EQ(h.finals, 1);
+  ASSERT_EQ(h.final_status, UV_EOF);
+  ASSERT_EQ(closed_count, 1);
+  ASSERT_OK(uv_loop_close(&loop));
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
+static void put_timeout_huge_max(void) { put_timeout_case(UINT64_MAX - 1); }
+static void put_timeout_huge_2pow63(void) { put_timeout_case((uint64_t)1 << 63); }
+/* The smallest timeout whose nanoseconds overflow 64 bits. */
+static void put_timeout_huge_min_overflow(void) { put_timeout_case(UINT64_MAX / 1000000u + 1); }
+
+static void put_timeout_huge(void) {
+  put_timeout_huge_max();
+  put_timeout_huge_2pow63();
+  put_timeout_huge_min_overflow();
+}
+
+/* ==== 7. A stray second uvt_await_resolve must not resolve another await ===
+ *
+ * Release builds only: debug builds assert on the second resolve (the
+ * contract calls it a programming error), so the test is compiled only
+ * #ifdef NDEBUG and reports itself skipped otherwise. One thread awaits A
+ * (resolved with 1; the loop keeps A's pointer), then B, which takes A's
+ * recycled record. While B runs, a timer resolves the stale A with 7, then
+ * B with 2. B must return 2. Old code: the stale pointer is B's record in
+ * state RUNNING, so B returns 7 (and B's own resolve is ignored). */
+
+#ifdef NDEBUG
+static struct {
+  uvt_bridge_t b;
+  uv_timer_t timer;
+  uvt_await_t* stale;
+  uvt_await_t* awb;
+  int rc_a, rc_b;
+} sr;
+
+static void sr_fn_a(uvt_await_t* aw, void* arg) {
+  (void)arg;
+  sr.stale = aw;
+  uvt_await_resolve(aw, 1);
+}
+
+static void sr_timer(uv_timer_t* t) {
+  (void)t;
+  uvt_await_resolve(sr.stale, 7); /* stray: A was resolved already */
+  uvt_await_resolve(sr.awb, 2);
+}
+
+static void sr_fn_b(uvt_await_t* aw, void* arg) {
+  (void)arg;
+  sr.awb = aw;
+  ASSERT_OK(uv_timer_start(&sr.timer, sr_timer, 0, 0)); /* B stays RUNNING until then */
+}
+
+static void sr_close(void* arg) {
+  (void)arg;
+  uv_close((uv_handle_t*)&sr.timer, on_handle_closed);
+  ASSERT_OK(uvt_bridge_close(&sr.b, on_closed));
+}
+
+static void sr_thread(void* arg) {
+  (void)arg;
+  sr.rc_a = uvt_sync_await(&sr.b, sr_fn_a, NULL);
+  sr.rc_b = uvt_sync_await(&sr.b, sr_fn_b, NULL);
+  ASSERT_OK(uvt_call(&sr.b, sr_close, NULL));
+}
+
+static void await_stray_resolve(void) {
+  uv_loop_t loop;
+  uvt_pool_t* pool = pool_with(0, 1, 1000);
+  uv_thread_t t;
+  hooks_reset();
+  memset(&sr, 0, sizeof(sr));
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uv_timer_init(&loop, &sr.timer));
+  ASSERT_OK(uvt_bridge_init(&loop, &sr.b, pool));
+  uvt_bridge_ref(&sr.b); /* the loop waits for the thread's awaits */
+  ASSERT_OK(uv_thread_create(&t, sr_thread, NULL));
+  closed_count = 0;
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_OK(uv_thread_join(&t));
+  ASSERT_EQ(sr.rc_a, 1);
+  if (sr.rc_b == 7)
+    fprintf(stderr, "await_stray_resolve: a stray second resolve of a finished await (%s "
+                    "record) resolved the await running now\n",
+            sr.stale == sr.awb ? "its recycled" : "another");
+  ASSERT_NE(sr.rc_b, 7);
+  ASSERT_EQ(sr.rc_b, 2);
+  ASSERT_EQ(closed_count, 1);
+  ASSERT_OK(uv_loop_close(&loop));
+  ASSERT_OK(uvt_pool_free(pool));
+}
+#else
+static void await_stray_resolve(void) {
+  printf("[ SKIP ] await_stray_resolve: debug builds assert on a second uvt_await_resolve\n");
+}
+#endif
+
+/* ==== 8. uvt_is_cancelled on a request never submitted ==================== */
+
+static void is_cancelled_garbage(void) {
+  uvt_work_t req;
+  hooks_reset();
+  memset(&req, 0xff, sizeof(req)); /* needs no initialisation: garbage is not in flight */
+  ASSERT_EQ(uvt_is_cancelled(&req), 0);
+  memset(&req, 0x01, sizeof(req));
+  ASSERT_EQ(uvt_is_cancelled(&req), 0);
+}
+
+/* ==== 9. uvt_cancel from the worker running the request ===================
+ *
+ * The work function calls uvt_cancel on its own request: not the loop
+ * thread, so UV_EINVAL, and without a data race. The loop thread is held at
+ * "work.submit.published" (the task is published, the request's tag is not
+ * written yet) until the worker's uvt_cancel returned; the hold polls a
+ * relaxed flag and sleeps, so it orders nothing for TSan. Old code: the
+ * worker reads the in-flight tag that the loop then writes unordered: TSan
+ * reports a data race (uvt__work_in_flight vs uvt__work_submit). Plain and
+ * ASan builds pass. */
+
+static struct {
+  uvt_bridge_t b;
+  uvt_work_t req;
+  int cancel_rc, cancel_returned; /* relaxed atomics */
+  int after_status, after_count;
+} cw;
+
+static void cw_hook(const char* point, const void* obj) {
+  uint64_t deadline;
+  if (strcmp(point, "work.submit.published") != 0 || obj != &cw.req) return;
+  deadline = uv_hrtime() + (uint64_t)WAIT_MS * 1000000u;
+  while (!__atomic_load_n(&cw.cancel_returned, __ATOMIC_RELAXED) && uv_hrtime() < deadline)
+    uv_sleep(1);
+}
+
+static void cw_work(uvt_work_t* req) {
+  int rc = uvt_cancel(req); /* a worker, not the loop thread */
+  __atomic_store_n(&cw.cancel_rc, rc, __ATOMIC_RELAXED);
+  __atomic_store_n(&cw.cancel_returned, 1, __ATOMIC_RELAXED);
+}
+
+static void cw_after(uvt_work_t* req, int status) {
+  (void)req;
+  cw.after_count++;
+  cw.after_status = status;
+  ASSERT_OK(uvt_bridge_close(&cw.b, on_closed));
+}
+
+static void cancel_from_worker(void) {
+  uv_loop_t loop;
+  uvt_pool_t* pool;
+  hooks_reset();
+  memset(&cw, 0, sizeof(cw));
+  custom_hook = cw_hook;
+  pool = pool_with(0, 1, 1000);
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &cw.b, pool));
+  ASSERT_OK(uvt_threaded(&cw.b, &cw.req, cw_work, cw_after));
+  ASSERT_EQ(__atomic_load_n(&cw.cancel_returned, __ATOMIC_RELAXED), 1);
+  closed_count = 0;
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_EQ(cw.after_count, 1);
+  ASSERT_EQ(cw.after_status, 0);
+  ASSERT_ERR(__atomic_load_n(&cw.cancel_rc, __ATOMIC_RELAXED), UV_EINVAL);
+  ASSERT_EQ(closed_count, 1);
+  ASSERT_OK(uv_loop_close(&loop));
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
+/* ==== 10. A loop moved to another thread =================================
+ *
+ * The bridge is initialised on this thread (A); the loop then runs on
+ * thread B, whose first iteration runs a timer before any of the bridge's
+ * own callbacks. From that timer, uvt_threaded must be accepted, and
+ * uvt_sync_await must return UV_EBUSY at once (B is the loop thread). Old
+ * code: uvt_threaded returns UV_EINVAL (asserted); uvt_sync_await blocks
+ * forever waiting for its own loop: a watchdog thread reports it after 2 s
+ * and aborts (the blocked loop thread cannot be unblocked cleanly). */
+
+static struct {
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uv_timer_t timer, watchdog;
+  uvt_work_t req;
+  int use_await;
+  int rc;
+  int after_count, after_status;
+  event_t returned;
+} mv;
+
+static void mv_close_all(void) {
+  uv_close((uv_handle_t*)&mv.watchdog, on_handle_closed);
+  ASSERT_OK(uvt_bridge_close(&mv.b, on_closed));
+}
+
+static void mv_after(uvt_work_t* req, int status) {
+  (void)req;
+  mv.after_count++;
+  mv.after_status = status;
+  mv_close_all();
+}
+
+static void mv_watchdog(uv_timer_t* t) {
+  (void)t;
+  fprintf(stderr, "loop_moved_thread: watchdog: the work accepted on the loop's new thread was "
+                  "not delivered within %u ms\n", WATCHDOG_MS);
+  ASSERT(!"watchdog");
+}
+
+static void mv_call_close(void* arg) {
+  (void)arg;
+  mv_close_all(); /* a bridge callback on B */
+}
+
+static void mv_await_fn(uvt_await_t* aw, void* arg) {
+  (void)arg;
+  uvt_await_resolve(aw, 0);
+}
+
+static void mv_await_watchdog(void* arg) {
+  (void)arg;
+  if (event_wait(&mv.returned, WATCHDOG_MS)) return;
+  fprintf(stderr, "loop_moved_thread: watchdog: uvt_sync_await called on the thread now running "
+                  "the loop did not return within %u ms (it waits for its own loop: deadlock; "
+                  "expected UV_EBUSY at once)\n", WATCHDOG_MS);
+  abort();
+}
+
+static void mv_timer(uv_timer_t* t) {
+  uv_close((uv_handle_t*)t, on_handle_closed);
+  if (!mv.use_await) {
+    mv.rc = uvt_threaded(&mv.b, &mv.req, noop_work, mv_after);
+    if (mv.rc != 0)
+      fprintf(stderr, "loop_moved_thread: uvt_threaded on the thread now running the loop "
+                      "returned %s\n", uv_err_name(mv.rc));
+    ASSERT_OK(mv.rc);
+    ASSERT_OK(uv_timer_start(&mv.watchdog, mv_watchdog, WATCHDOG_MS, 0));
+  } else {
+    uv_thread_t w;
+    ASSERT_OK(uv_thread_create(&w, mv_await_watchdog, NULL));
+    mv.rc = uvt_sync_await(&mv.b, mv_await_fn, NULL);
+    event_set(&mv.returned);
+    ASSERT_OK(uv_thread_join(&w));
+    ASSERT_ERR(mv.rc, UV_EBUSY);
+    ASSERT_OK(uvt_call(&mv.b, mv_call_close, NULL));
+  }
+}
+
+static void mv_run(void* arg) {
+  (void)arg;
+  ASSERT_OK(uv_run(&mv.loop, UV_RUN_DEFAULT));
+}
+
+static void mv_case(int use_await) {
+  uvt_pool_t* pool = pool_with(0, 1, 1000);
+  uv_thread_t b_thread;
+  hooks_reset();
+  memset(&mv, 0, sizeof(mv));
+  mv.use_await = use_await;
+  mv.rc = 1;
+  event_init(&mv.returned);
+  ASSERT_OK(uv_loop_init(&mv.loop));
+  ASSERT_OK(uvt_bridge_init(&mv.loop, &mv.b, pool)); /* on A */
+  uvt_bridge_ref(&mv.b); /* the loop runs until the close */
+  ASSERT_OK(uv_timer_init(&mv.loop, &mv.timer));
+  ASSERT_OK(uv_timer_init(&mv.loop, &mv.watchdog));
+  ASSERT_OK(uv_timer_start(&mv.timer, mv_timer, 0, 0));
+  closed_count = 0;
+  ASSERT_OK(uv_thread_create(&b_thread, mv_run, NULL)); /* the loop moves to B */
+  ASSERT_OK(uv_thread_join(&b_thread));
+  if (!use_await) {
+    ASSERT_EQ(mv.after_count, 1);
+    ASSERT_EQ(mv.after_status, 0);
+  }
+  ASSERT_EQ(closed_count, 1);
+  ASSERT_OK(uv_loop_close(&mv.loop)); /* back on A */
+  ASSERT_OK(uvt_pool_free(pool));
+  event_destroy(&mv.returned);
+}
+
+static void loop_moved_thread_threaded(void) { mv_case(0); }
+static void loop_moved_thread_sync_await(void) { mv_case(1); }
+
+static void loop_moved_thread(void) {
+  loop_moved_thread_threaded();
+  loop_moved_thread_sync_await();
+}
+
+/* ---- Runner: every finding's test, or the one named (also a sub-case) ---- */
+
+typedef struct {
+  const char* name;
+  void (*fn)(void);
+  int subcase; /* run only when named */
+} rel_test_t;
+
+#define FINDING(fn) {#fn, fn, 0}
+#define SUBCASE(fn) {#fn, fn, 1}
+
+int main(int argc, char** argv) {
+  static const rel_test_t tests[] = {
+      FINDING(chan_reopen),
+      FINDING(chan_final_waits_for_put),
+      SUBCASE(chan_final_waits_for_put_stop),
+      SUBCASE(chan_final_waits_for_put_close),
+      SUBCASE(chan_final_waits_for_put_bridge_close),
+      FINDING(pool_idle_exit_wakeup),
+      FINDING(bridge_close_vs_caller),
+      SUBCASE(bridge_close_vs_caller_call),
+      SUBCASE(bridge_close_vs_caller_sync_await),
+      FINDING(put_timeout_huge),
+      SUBCASE(put_timeout_huge_max),
+      SUBCASE(put_timeout_huge_2pow63),
+      SUBCASE(put_timeout_huge_min_overflow),
+      FINDING(await_stray_resolve),
+      FINDING(is_cancelled_garbage),
+      FINDING(cancel_from_worker),
+      FINDING(loop_moved_thread),
+      SUBCASE(loop_moved_thread_threaded),
+      SUBCASE(loop_moved_thread_sync_await),
+  };
+  size_t i, ran = 0;
+  setvbuf(stdout, NULL, _IONBF, 0);
+  for (i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
+    if (argc > 1 ? strcmp(argv[1], tests[i].name) != 0 : tests[i].subcase) continue;
+    printf("[ RUN  ] %s\n", tests[i].name);
+    tests[i].fn();
+    printf("[  OK  ] %s\n", tests[i].name);
+    ran++;
+  }
+  if (ran == 0) {
+    fprintf(stderr, "no test named %s\n", argc > 1 ? argv[1] : "");
+    return 1;
+  }
+  return 0;
+}
