@@ -128,12 +128,12 @@ static inline void uvt__thread_set_name(const char* name) {
 
 static inline void uvt__thread_yield(void) { sched_yield(); }
 
-/* The calling thread will never be joined: its resources go when it ends. */
-static inline void uvt__thread_detach_self(void) {
-#if defined(__unix__) || defined(__APPLE__)
-  pthread_detach(pthread_self());
+/* Runs a function when the library is unloaded or the process exits. */
+#if defined(__GNUC__)
+#define UVT__DESTRUCTOR __attribute__((destructor))
+#else
+#error "uvthreads needs a compiler with __attribute__((destructor)) (gcc, clang)"
 #endif
-}
 
 /* Runs fn in the child after fork() (best effort where there is no fork). */
 static inline void uvt__at_fork_child(void (*fn)(void)) {

@@ -47,6 +47,7 @@ static void uvt__iter_separate_main(void* arg) {
   uvt_iter_t* it = arg;
   uvt__reap_t reap;
   int rc;
+  uvt__pool_thread_started(it->bridge->pool);
   uvt__thread_set_name("uvt-generator");
   rc = uvt__iter_run_gen(it);
   /* Register the exit before the end is reported: after it the bridge and

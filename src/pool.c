@@ -239,21 +239,11 @@ static void uvt__signal_if_empty_locked(uvt_pool_t* pool) {
 }
 
 /* Registers the calling thread as the last one to exit and returns the one
- * before it, for the caller to join once it is done. Lock held.
- *
- * The default pool is never freed, so nobody would join the last thread to
- * exit: a program that closed everything would end with a finished thread
- * never joined (ThreadSanitizer reports it as a leak). Its threads detach
- * themselves instead; nothing waits for them, since the pool stays. */
+ * before it, for the caller to join once it is done. Lock held. */
 static uvt__reap_t uvt__register_exit_locked(uvt_pool_t* pool) {
   uvt__reap_t prev = pool->last_exited;
-  if (pool->is_default) {
-    uvt__thread_detach_self();
-    prev.valid = 0;
-  } else {
-    pool->last_exited.thread = uv_thread_self();
-    pool->last_exited.valid = 1;
-  }
+  pool->last_exited.thread = uv_thread_self();
+  pool->last_exited.valid = 1;
   uvt__signal_if_empty_locked(pool);
   return prev;
 }
@@ -690,9 +680,10 @@ fail_mutex:
   return rc;
 }
 
-int uvt_pool_free(uvt_pool_t* pool) {
+/* Stops and joins every thread and frees the pool, unless a bridge uses it
+ * or the caller is one of its threads (UV_EBUSY). */
+static int uvt__pool_stop(uvt_pool_t* pool) {
   uvt__qnode_t* n;
-  if (pool == NULL || pool->is_default) return UV_EINVAL;
   if (uvt__tls_pool == pool) return UV_EBUSY;
   uv_mutex_lock(&pool->mutex);
   if (pool->bridges > 0) {
@@ -715,6 +706,11 @@ int uvt_pool_free(uvt_pool_t* pool) {
   uvt__ring_destroy(&pool->own);
   uvt__free(pool);
   return 0;
+}
+
+int uvt_pool_free(uvt_pool_t* pool) {
+  if (pool == NULL || pool->is_default) return UV_EINVAL;
+  return uvt__pool_stop(pool);
 }
 
 int uvt_pool_new(uvt_pool_t** out, const uvt_pool_options_t* opts) {
@@ -753,6 +749,18 @@ static void uvt__default_pool_create(void) {
 uvt_pool_t* uvt_pool_default(void) {
   uv_once(&uvt__default_once, uvt__default_pool_create);
   return uvt__default_pool;
+}
+
+/* The library is unloaded (dlclose of a plugin or a Node addon that embeds
+ * it) or the process exits: the default pool's threads must not outlive
+ * the library's code, and a program that closed everything must leave no
+ * thread unjoined (ThreadSanitizer reports one as a leak). If no bridge
+ * uses the pool any more, it is stopped and its threads joined; otherwise
+ * (a program exiting with bridges open, or exit() called on one of its
+ * threads) it is left as it is. */
+UVT__DESTRUCTOR static void uvt__default_pool_unload(void) {
+  if (uvt__default_pool != NULL && uvt__pool_stop(uvt__default_pool) == 0)
+    uvt__default_pool = NULL;
 }
 
 int uvt_pool_stats(uvt_pool_t* pool, uvt_pool_stats_t* out) {
@@ -912,6 +920,10 @@ void uvt__pool_detach(uvt_pool_t* pool, int sole_producer) {
   pool->bridges--;
   uv_mutex_unlock(&pool->mutex);
 }
+
+/* The thread belongs to pool: it may not stop the pool (which would wait
+ * for itself), also not by calling exit() (see uvt__default_pool_unload). */
+void uvt__pool_thread_started(uvt_pool_t* pool) { uvt__tls_pool = pool; }
 
 int uvt__pool_spawn(uvt_pool_t* pool, void (*fn)(void*), void* arg) {
   int rc;

@@ -33,10 +33,11 @@ int uvt__pool_attach(uvt_pool_t* pool);
 void uvt__pool_detach(uvt_pool_t* pool, int sole_producer);
 
 /* Starts fn(arg) on a new dedicated thread that the pool accounts for:
- * the thread calls uvt__pool_thread_exiting() before it reports its end
- * (after which the pool may be freed), then uvt__reap() on what that
- * returned. */
+ * the thread calls uvt__pool_thread_started() first, and
+ * uvt__pool_thread_exiting() before it reports its end (after which the
+ * pool may be freed), then uvt__reap() on what that returned. */
 int uvt__pool_spawn(uvt_pool_t* pool, void (*fn)(void*), void* arg);
+void uvt__pool_thread_started(uvt_pool_t* pool);
 typedef struct uvt__reap_s {
   uv_thread_t thread;
   int valid;

@@ -56,6 +56,7 @@ static void uvt__work_separate_main(void* arg) {
   uvt_work_t* req = arg;
   uvt__bridge_impl_t* impl = req->bridge->uvt__impl;
   uvt__reap_t reap;
+  uvt__pool_thread_started(req->bridge->pool);
   uvt__thread_set_name("uvt-separate");
   uvt__work_call(req);
   /* Register the exit first: once the completion is posted, the bridge and
