@@ -219,7 +219,10 @@ test('4. a background channel', async (t) => {
   assert.equal(u.stats().liveTickers, 0);
 });
 
-// A Worker that resolves with its exit code, after `ready` if waitReady.
+// A worker running worker.js: w.ready settles once one of its sync_awaits
+// waits on a JS promise that never settles (only the cleanup hook can
+// resolve it, and the bridge's close waits for that); w.exited with its
+// exit code.
 function startWorker(mode) {
   const w = new Worker(path.join(__dirname, 'worker.js'), { workerData: { mode } });
   w.exited = new Promise((resolve, reject) => {
@@ -253,8 +256,9 @@ test('5+6. worker_threads torn down while busy (async cleanup hook)',
     const t0 = performance.now();
     for (let c = 0; c < cycles; c++) {
       const ws = [startWorker('busy'), startWorker(c % 5 === 0 ? 'exit' : 'busy'), startWorker('busy')];
-      // Two are terminated once running, after a random delay; the third
-      // often before its script even loaded the addon.
+      // Two are terminated once ready, after a random delay (the second is
+      // ended by process.exit() every fifth cycle); the third often before
+      // its script even loaded the addon.
       await Promise.all([ws[0].ready, ws[1].ready]);
       await sleep(Math.floor(Math.random() * 10));
       const codes = await Promise.all(ws.map((w) => w.terminate()));
