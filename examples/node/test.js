@@ -17,8 +17,8 @@ const UV_ECANCELED = -125;
 
 // Runs code in a child node with the same environment (the same addon and,
 // under ASan, the same LD_PRELOAD); `u` is the addon's index.js there.
-function child(code, timeoutMs = 20000) {
-  const prelude = `const u = require(${JSON.stringify(path.join(__dirname, 'index.js'))});\n`;
+function child(code, timeoutMs = 20000, { loadAddon = true } = {}) {
+  const prelude = loadAddon ? `const u = require(${JSON.stringify(path.join(__dirname, 'index.js'))});\n` : '';
   const t0 = performance.now();
   const r = spawnSync(process.execPath, ['-e', prelude + code],
     { env: process.env, encoding: 'utf8', timeout: timeoutMs });
@@ -271,5 +271,25 @@ test('5+6. worker_threads torn down while busy (async cleanup hook)',
                  `${mainJobs} main-thread jobs meanwhile`);
     await sleep(20);
     assert.ok(mainJobs > 0);
+  });
+
+  await t.test('loaded by workers only: node unloads the addon after the last one', () => {
+    // node dlclose()s an addon once no environment uses it; the default
+    // pool's threads outlive every bridge, so the addon is linked with
+    // -z nodelete (without it this child dies of SIGSEGV in a pool thread).
+    const r = child(`
+      const { Worker } = require('node:worker_threads');
+      (async () => {
+        for (let c = 0; c < 10; c++) {
+          const ws = [0, 1, 2].map(() => new Worker(${JSON.stringify(path.join(__dirname, 'worker.js'))}));
+          await Promise.all(ws.map((w) => new Promise((resolve) => w.once('message', resolve))));
+          for (const w of ws) await w.terminate();
+          await new Promise((resolve) => setTimeout(resolve, 5));
+        }
+        console.log('workers-only done');
+      })();`, 40000, { loadAddon: false });
+    assert.equal(r.signal, null, `child killed by ${r.signal}: ${r.stderr}`);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /workers-only done/);
   });
 });
