@@ -65,8 +65,8 @@ async function main() {
   console.log(`${JOBS} Promise-resolved no-op jobs, median of ${ROUNDS} alternating rounds ` +
               `(UV_THREADPOOL_SIZE=${process.env.UV_THREADPOOL_SIZE || '4 (default)'}, ` +
               `UVT_POOL_SIZE=${process.env.UVT_POOL_SIZE || '16 (default)'})`);
-  // Warm up both sides (JIT, pools, allocator).
-  for (const fn of Object.values(sides)) await time(fn, 1000);
+  // Warm up both sides in both settings (JIT, pools, allocator, heap size).
+  for (const inflight of settings) for (const fn of Object.values(sides)) await time(fn, inflight);
   const results = [];
   for (const inflight of settings) {
     const ms = { uvthreads: [], napi_async_work: [] };
