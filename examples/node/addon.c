@@ -456,8 +456,9 @@ static void iter_cb(uvt_iter_t* it, int status, void* item) { /* the loop thread
     }
     return;
   }
-  /* The final callback: UV_EOF, the generator's error, or UV_ECANCELED. */
-  s->finished = 1;
+  /* The final callback: UV_EOF, the generator's error, or UV_ECANCELED.
+   * `finished` is set last: a finalizer of the handle, if one ever ran
+   * during the JS call, must not free s before we are done with it. */
   a->live_iters--;
   if (js_enter(a, &sc)) {
     napi_value argv[2];
@@ -473,6 +474,7 @@ static void iter_cb(uvt_iter_t* it, int status, void* item) { /* the loop thread
   napi_delete_reference(a->env, s->on_item);
   napi_delete_reference(a->env, s->on_end);
   s->on_item = s->on_end = NULL;
+  s->finished = 1;
   iter_free_if_done(s);
 }
 
@@ -874,7 +876,6 @@ static void ticker_cb(uvt_chan_t* ch, int status, void* item) { /* the loop thre
   if (t->thread_started) uv_thread_join(&t->thread);
   uv_cond_destroy(&t->cv);
   uv_mutex_destroy(&t->mu);
-  t->finished = 1;
   a->live_tickers--;
   if (js_enter(a, &sc)) {
     napi_value argv[2];
@@ -890,6 +891,7 @@ static void ticker_cb(uvt_chan_t* ch, int status, void* item) { /* the loop thre
   napi_delete_reference(a->env, t->on_tick);
   napi_delete_reference(a->env, t->on_end);
   t->on_tick = t->on_end = NULL;
+  t->finished = 1; /* last, as for iterators */
   ticker_free_if_done(t);
 }
 
