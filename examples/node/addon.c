@@ -60,18 +60,6 @@
 /* The version of the uv.h compiled against, "1.44.2". */
 #define UV_HEADER_VERSION STR(UV_VERSION_MAJOR) "." STR(UV_VERSION_MINOR) "." STR(UV_VERSION_PATCH)
 
-/* ---- Switches for the 0.2 API (API.md, "Hosts that own the loop") ---------
- *
- * Define these to 1 (cmake -DUVT_NODE_BATCH_HOOKS=ON / -DUVT_NODE_STREAM_REF=ON,
- * or -D on the compiler's command line) once the library implements them.
- * Nothing else needs to change: every use is behind these two macros. */
-#ifndef UVT_HAVE_BATCH_HOOKS
-#define UVT_HAVE_BATCH_HOOKS 0 /* uvt_bridge_batch_hooks */
-#endif
-#ifndef UVT_HAVE_STREAM_REF
-#define UVT_HAVE_STREAM_REF 0 /* uvt_chan_ref/unref, uvt_iter_ref/unref */
-#endif
-
 /* The status a sync_await gets when the JS function threw or its Promise
  * rejected (anything but UV_ECANCELED, which means "cancelled by teardown"). */
 #define SA_REJECTED UV_EIO
@@ -199,10 +187,8 @@ static int js_enter(addon_t* a, js_scope_t* s) {
   s->cs = NULL;
   if (a->tearing_down) return 0;
   if (napi_open_handle_scope(a->env, &s->hs) != napi_ok) return 0;
-  /* BATCH HOOKS: this per-delivery callback scope is what the batch hooks
-   * replace. With UVT_HAVE_BATCH_HOOKS, batch_enter opens one callback scope
-   * per drain of the bridge and this branch is skipped; it stays as the
-   * fallback for deliveries outside a drain. */
+  /* Inside a drain, batch_enter opened one callback scope for the whole
+   * batch; this per-delivery scope is for deliveries outside a drain. */
   if (!a->batch_open) {
     if (napi_get_reference_value(a->env, a->resource, &resource) != napi_ok ||
         napi_open_callback_scope(a->env, resource, a->actx, &s->cs) != napi_ok)
@@ -219,9 +205,8 @@ static void js_leave(addon_t* a, js_scope_t* s) {
   napi_close_handle_scope(a->env, s->hs);
 }
 
-#if UVT_HAVE_BATCH_HOOKS
-/* BATCH HOOKS: one handle scope and one callback scope around everything one
- * drain of the bridge delivers, instead of one per delivery (js_enter). */
+/* One handle scope and one callback scope around everything one drain of
+ * the bridge delivers, instead of one per delivery (js_enter). */
 static void batch_enter(uvt_bridge_t* bridge) {
   addon_t* a = bridge->data;
   napi_value resource;
@@ -242,7 +227,6 @@ static void batch_leave(uvt_bridge_t* bridge) {
   napi_close_callback_scope(a->env, a->batch_cs); /* runs the reactions */
   napi_close_handle_scope(a->env, a->batch_hs);
 }
-#endif
 
 /* Calls fn(argv...) with undefined as this; 0 if it threw (cleared). */
 static int js_call(napi_env env, napi_ref fn_ref, size_t argc, const napi_value* argv,
@@ -427,8 +411,8 @@ static int iter_gen(uvt_iter_t* it) { /* a pool thread */
   return 0;
 }
 
-/* Frees an item uvt_iter_close took out of the buffer (loop thread, inside
- * uvt_iter_close). */
+/* Frees an item uvt_iter_stop took out of the buffer (loop thread, inside
+ * uvt_iter_stop). */
 static void iter_drop(void* item) {
   item_t* x = item;
   x->owner->dropped++;
@@ -543,12 +527,10 @@ static napi_value iter_op(napi_env env, napi_callback_info info, int op) {
   switch (op) {
     case 0: rc = uvt_iter_pause(&s->it); break;
     case 1: rc = uvt_iter_resume(&s->it); break;
-    case 2: rc = uvt_iter_close(&s->it, iter_drop); break; /* drops the buffer */
-#if UVT_HAVE_STREAM_REF
-    /* STREAM REF: an unref'd iterator no longer keeps the loop alive. */
+    case 2: rc = uvt_iter_stop(&s->it, iter_drop); break; /* drops the buffer */
+    /* An unref'd iterator no longer keeps the loop alive. */
     case 3: uvt_iter_ref(&s->it); rc = 0; break;
     case 4: uvt_iter_unref(&s->it); rc = 0; break;
-#endif
     default: rc = UV_ENOSYS; break;
   }
   return js_int(env, rc);
@@ -969,12 +951,10 @@ static napi_value ticker_op(napi_env env, napi_callback_info info, int op) {
   if (t->finished) return js_int(env, UV_EINVAL);
   switch (op) {
     case 0: rc = uvt_chan_stop(&t->ch, ticker_drop); break;
-#if UVT_HAVE_STREAM_REF
-    /* STREAM REF: an unref'd channel no longer keeps the loop alive, so a
-     * background producer does not keep Node from exiting. */
+    /* An unref'd channel no longer keeps the loop alive, so a background
+     * producer does not keep Node from exiting. */
     case 1: uvt_chan_ref(&t->ch); rc = 0; break;
     case 2: uvt_chan_unref(&t->ch); rc = 0; break;
-#endif
     default: rc = UV_ENOSYS; break;
   }
   return js_int(env, rc);
@@ -1083,7 +1063,7 @@ static napi_value set_fn(napi_env env, napi_value exports, const char* name, nap
 NAPI_MODULE_INIT() {
   uv_loop_t* loop = NULL;
   addon_t* a;
-  napi_value resource, name, features, versions, v;
+  napi_value resource, name, versions, v;
   char buf[64];
   int rc;
 
@@ -1115,11 +1095,9 @@ NAPI_MODULE_INIT() {
   }
   a->bridge.data = a;
   a->bridge_open = 1;
-#if UVT_HAVE_BATCH_HOOKS
-  /* BATCH HOOKS: one callback scope per drain instead of one per delivery. */
+  /* One callback scope per drain instead of one per delivery. */
   rc = uvt_bridge_batch_hooks(&a->bridge, batch_enter, batch_leave);
   if (rc != 0) fprintf(stderr, "uvthreads addon: uvt_bridge_batch_hooks: %s\n", uv_err_name(rc));
-#endif
   if (napi_add_async_cleanup_hook(env, on_cleanup, a, &a->cleanup) != napi_ok ||
       napi_set_instance_data(env, a, addon_finalize, NULL) != napi_ok) {
     if (a->cleanup != NULL) napi_remove_async_cleanup_hook(a->cleanup);
@@ -1144,13 +1122,6 @@ NAPI_MODULE_INIT() {
   set_fn(env, exports, "tickerUnref", js_ticker_unref);
   set_fn(env, exports, "stats", js_stats);
   set_fn(env, exports, "errname", js_errname);
-
-  NAPI_CALL(env, napi_create_object(env, &features));
-  NAPI_CALL(env, napi_get_boolean(env, UVT_HAVE_BATCH_HOOKS != 0, &v));
-  NAPI_CALL(env, napi_set_named_property(env, features, "batchHooks", v));
-  NAPI_CALL(env, napi_get_boolean(env, UVT_HAVE_STREAM_REF != 0, &v));
-  NAPI_CALL(env, napi_set_named_property(env, features, "streamRef", v));
-  NAPI_CALL(env, napi_set_named_property(env, exports, "features", features));
 
   NAPI_CALL(env, napi_create_object(env, &versions));
   NAPI_CALL(env, napi_create_string_utf8(env, uvt_version_string(), NAPI_AUTO_LENGTH, &v));

@@ -60,8 +60,7 @@ const median = (xs) => {
 async function main() {
   const sides = { uvthreads: u.noop, napi_async_work: u.noopAsyncWork };
   const settings = [1000, Infinity];
-  console.log(`node ${process.version}, uvthreads ${u.versions.uvthreads}, libuv ${u.versions.uvRuntime}, ` +
-              `batch hooks ${u.features.batchHooks ? 'on' : 'off'}`);
+  console.log(`node ${process.version}, uvthreads ${u.versions.uvthreads}, libuv ${u.versions.uvRuntime}`);
   console.log(`${JOBS} Promise-resolved no-op jobs, median of ${ROUNDS} alternating rounds ` +
               `(UV_THREADPOOL_SIZE=${process.env.UV_THREADPOOL_SIZE || '4 (default)'}, ` +
               `UVT_POOL_SIZE=${process.env.UVT_POOL_SIZE || '16 (default)'})`);

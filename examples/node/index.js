@@ -111,7 +111,7 @@ class Iterate {
     return new Promise((resolve, reject) => { this.waiter = { resolve, reject }; });
   }
 
-  // for await's early exit (break, throw, return): uvt_iter_close(it, drop).
+  // for await's early exit (break, throw, return): uvt_iter_stop(it, drop).
   return() {
     if (!this.closing && !this.ended) {
       this.closing = true;
@@ -123,7 +123,7 @@ class Iterate {
       : new Promise((resolve) => this._onEnded.push(() => resolve({ value: undefined, done: true })));
   }
 
-  // Whether the open iterator keeps the loop alive (needs uvt_iter_unref).
+  // Whether the open iterator keeps the loop alive (uvt_iter_ref/unref).
   ref() { return refOp(native.iterRef, this.handle); }
   unref() { return refOp(native.iterUnref, this.handle); }
 
@@ -131,10 +131,6 @@ class Iterate {
 }
 
 function refOp(fn, handle) {
-  if (!native.features.streamRef) {
-    throw new Error('uvt_iter_unref/uvt_chan_unref are not available in this uvthreads ' +
-                    '(build the addon with -DUVT_NODE_STREAM_REF=ON once the library has them)');
-  }
   return fn(handle);
 }
 
@@ -181,7 +177,6 @@ module.exports = {
   ticker,
   stats: native.stats,
   errname: native.errname,
-  features: native.features,
   versions: native.versions,
   addonPath,
 };

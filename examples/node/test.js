@@ -190,13 +190,10 @@ test('4. a background channel', async (t) => {
     assert.match(r.stdout, /end EOF/);
   });
 
-  // Expected once the library has uvt_chan_unref: an unref'd background
-  // producer does not keep Node from exiting; at exit the cleanup hook closes
-  // the bridge, which stops the channel (ECANCELED) and its producer.
-  const noRef = !u.features.streamRef &&
-    'uvt_chan_unref/uvt_iter_unref are not available in this uvthreads: ' +
-    'rebuild the addon with -DUVT_NODE_STREAM_REF=ON once the library has them';
-  await t.test('an unref\'d channel lets Node exit', { skip: noRef }, () => {
+  // An unref'd background producer does not keep Node from exiting; at exit
+  // the cleanup hook closes the bridge, which stops the channel (ECANCELED)
+  // and its producer.
+  await t.test('an unref\'d channel lets Node exit', () => {
     const r = child(`
       const t = u.ticker(-1, 5, () => {});
       t.unref();
@@ -206,7 +203,7 @@ test('4. a background channel', async (t) => {
     assert.ok(r.ms < 5000, `node stayed ${r.ms} ms`);
   });
 
-  await t.test('an unref\'d iterator lets Node exit', { skip: noRef }, () => {
+  await t.test('an unref\'d iterator lets Node exit', () => {
     const r = child(`
       const it = u.iterate(-1, { intervalMs: 5 });
       it.unref();
@@ -274,9 +271,9 @@ test('5+6. worker_threads torn down while busy (async cleanup hook)',
   });
 
   await t.test('loaded by workers only: node unloads the addon after the last one', () => {
-    // node dlclose()s an addon once no environment uses it; the default
-    // pool's threads outlive every bridge, so the addon is linked with
-    // -z nodelete (without it this child dies of SIGSEGV in a pool thread).
+    // node dlclose()s an addon once no environment uses it: the library
+    // stops the default pool's threads at unload (before it did not, and
+    // this child died of SIGSEGV in a pool thread).
     const r = child(`
       const { Worker } = require('node:worker_threads');
       (async () => {
