@@ -16,12 +16,15 @@
  *
  * A producer still touches the bridge after its push makes the message
  * visible if it calls uv_async_send, so a producer whose push may find the
- * stack empty holds the bridge's gate around it, and the teardown waits
- * for the gate to empty before it closes the async handle. The gate lives
- * in the caller's uvt_bridge_t, which stays valid until close_cb starts,
- * not in the impl that the teardown frees: threads the bridge does not
- * wait for (uvt_call, uvt_sync_await) enter it before they touch the impl,
- * and one that finds the closing bit set leaves without touching it. */
+ * stack empty counts itself in `senders` around it (on the inbox's line,
+ * which its push writes anyway), and the teardown waits for senders to
+ * reach zero before it closes the async handle. Producers the bridge waits
+ * for (tracked objects) cannot race with the teardown otherwise. Threads
+ * it does not wait for (uvt_call, uvt_sync_await) pass a gate instead,
+ * which lives in the caller's uvt_bridge_t (valid until close_cb starts),
+ * not in the impl that the teardown frees: they enter it before they touch
+ * the impl, and one that finds the closing bit set leaves without touching
+ * it. The teardown waits for the gate to empty too. */
 #include "bridge.h"
 
 #define UVT__DRAIN_BUDGET 1000u
@@ -113,17 +116,18 @@ void uvt__bridge_set_ref(uvt__bridge_impl_t* impl, uvt__inflight_t* node, int re
 }
 
 /* Pushes msg and wakes the loop if the stack was empty. If hold_if_empty,
- * the caller is not inside the gate: the push then enters it before a push
- * that may find the stack empty (only that push touches the bridge
- * afterwards, with uv_async_send) and returns 1 if it did, for the caller
- * to leave. Once the loop has taken msg the bridge may end, but not while
- * we are inside: the loop read our push, which comes after our increment. */
+ * the caller is not inside the gate: the push then counts itself in
+ * senders before a push that may find the stack empty (only that push
+ * touches the bridge afterwards, with uv_async_send) and returns 1 if it
+ * did, for the caller to release. Once the loop has taken msg the bridge
+ * may end, but not while we hold senders: the loop read our push, which
+ * comes after our increment. */
 static int uvt__bridge_push(uvt__bridge_impl_t* impl, uvt__msg_t* msg, int hold_if_empty) {
   uvt__msg_t* head = uvt__load_relaxed(&impl->inbox);
   int held = 0;
   for (;;) {
     if (head == NULL && hold_if_empty && !held) {
-      uvt__fetch_add_seq_cst(&impl->bridge->uvt__gate, 1u);
+      uvt__fetch_add_seq_cst(&impl->senders, 1u);
       held = 1;
     }
     msg->next = head;
@@ -138,10 +142,10 @@ static int uvt__bridge_push(uvt__bridge_impl_t* impl, uvt__msg_t* msg, int hold_
 }
 
 void uvt__bridge_post(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
-  /* Most pushes find the stack non-empty and cost one CAS. The bridge
-   * pointer is read before the push: after it, impl may be gone. */
-  uvt_bridge_t* bridge = impl->bridge;
-  if (uvt__bridge_push(impl, msg, 1)) uvt__bridge_leave(bridge);
+  /* Most pushes find the stack non-empty and cost one CAS. Release: our
+   * last touch of the bridge happens before the teardown's acquire load
+   * sees zero. */
+  if (uvt__bridge_push(impl, msg, 1)) uvt__fetch_sub_release(&impl->senders, 1u);
 }
 
 void uvt__bridge_post_entered(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
@@ -262,7 +266,8 @@ static void uvt__bridge_maybe_finish(uvt__bridge_impl_t* impl) {
    * or in a call accepted just before the close, which may still post: a
    * sync_await then waits for the loop, so the wait ends on a post too.
    * The post sent a wake-up, and the drain that takes it comes back here. */
-  while ((uvt__load_acquire(&impl->bridge->uvt__gate) & ~UVT__GATE_CLOSING) != 0) {
+  while (uvt__load_acquire(&impl->senders) != 0 ||
+         (uvt__load_acquire(&impl->bridge->uvt__gate) & ~UVT__GATE_CLOSING) != 0) {
     if (uvt__load_acquire(&impl->inbox) != NULL) return;
     uvt__thread_yield();
   }

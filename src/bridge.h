@@ -28,6 +28,7 @@ typedef struct uvt__record_s {
 typedef struct uvt__bridge_impl_s {
   /* Written by every producer thread: on its own cache line. */
   _Alignas(UVT__CACHE_LINE) uvt__msg_t* inbox; /* Treiber stack, newest first */
+  unsigned senders; /* tracked producers between a push and its wake-up */
 
   /* Loop-side state, on another line. */
   _Alignas(UVT__CACHE_LINE) uv_async_t async;
