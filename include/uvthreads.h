@@ -12,9 +12,18 @@
  *    their final callback onward, not before. Fields after the "private" mark
  *    are the library's.
  *  - "Loop thread" is the thread running uv_run() on the bridge's loop. The
- *    bridge takes it to be the thread that called uvt_bridge_init and updates
- *    it whenever it runs its own callbacks on another thread. A loop-thread-only
+ *    bridge takes it to be the thread that called uvt_bridge_init, and learns
+ *    it anew in every loop iteration (its own unref'd prepare handle, and a
+ *    0 ms timer at init for the first iteration's timers). A loop-thread-only
  *    function called on another thread returns UV_EINVAL.
+ *    Handing a loop to another thread (one thread at a time uses it): the
+ *    new thread runs uv_run() before it calls loop-thread functions outside
+ *    loop callbacks; inside callbacks it is known from the first iteration
+ *    on, except in the callbacks of timers started before uvt_bridge_init,
+ *    which may run before the bridge's own in that first iteration.
+ *  - Calls from other threads on a closing bridge (uvt_call, uvt_sync_await,
+ *    puts on its channels) are safe until close_cb starts: they return
+ *    their documented result and never touch freed memory.
  *  - The context value current on the submitting thread (uvt_context_set) is
  *    current while that submission's callbacks run, on both sides.
  */
@@ -154,14 +163,17 @@ UVT_EXTERN void uvt_pool_options_init(uvt_pool_options_t* opts);
 UVT_EXTERN int uvt_pool_new(uvt_pool_t** pool, const uvt_pool_options_t* opts);
 
 /* Stops and joins every thread and frees the pool. UV_EBUSY while a bridge
- * still uses it or when called on one of its own threads; UV_EINVAL for NULL
- * or the default pool. */
+ * still uses it or when called on one of its own threads (also its
+ * dedicated ones); UV_EINVAL for NULL or the default pool. */
 UVT_EXTERN int uvt_pool_free(uvt_pool_t* pool);
 
 /* The process-wide pool, created on first use with the defaults, except that
  * max_threads comes from the environment variable UVT_POOL_SIZE (1..1024)
- * when set. Lives until the process exits (its idle threads are not joined
- * at exit). NULL if it could not be created.
+ * when set. NULL if it could not be created. It lives until the library is
+ * unloaded or the process exits; then, if no bridge uses it, its threads
+ * are stopped and joined (a program that closed its bridges leaves no
+ * thread behind, and a plugin or Node.js addon embedding the library can
+ * be dlclose()d); with a bridge still open they are left running.
  *
  * fork(): a child has only the thread that called fork(). It may always
  * exit or exec. It must not use the pools, bridges, iterators or channels
@@ -172,7 +184,9 @@ UVT_EXTERN int uvt_pool_free(uvt_pool_t* pool);
 UVT_EXTERN uvt_pool_t* uvt_pool_default(void);
 
 /* Copies the pool's counters. They are updated before the corresponding
- * completion is delivered. UV_EINVAL for NULL. Any thread. */
+ * completion is delivered. Dedicated threads (uvt_threaded_separate,
+ * uvt_threaded_iterable_separate) are not pool tasks: they are not counted
+ * in submitted/completed. UV_EINVAL for NULL. Any thread. */
 UVT_EXTERN int uvt_pool_stats(uvt_pool_t* pool, uvt_pool_stats_t* out);
 
 /* ---- Bridge: one per loop (loop thread unless stated) --------------------- */
@@ -304,7 +318,9 @@ UVT_EXTERN int uvt_yield(uvt_iter_t* it, void* item);
 
 /* Loop thread. Stop / restart delivery, like uv_read_stop/uv_read_start: a
  * paused iterator delivers nothing, also not the rest of a batch already
- * taken, and its generator blocks once the buffer is full. Idempotent.
+ * taken, and its generator blocks once the buffer is full. A paused
+ * iterator also holds back its final callback, even after the generator
+ * returned: resume or stop it to end it. Idempotent.
  * UV_EINVAL: NULL, stopped, after the final callback, not the loop thread. */
 UVT_EXTERN int uvt_iter_pause(uvt_iter_t* it);
 UVT_EXTERN int uvt_iter_resume(uvt_iter_t* it);
@@ -351,7 +367,8 @@ UVT_EXTERN int uvt_chan_init(uvt_bridge_t* bridge, uvt_chan_t* ch, size_t max_si
  * (the item was not taken). UV_EINVAL for NULL. */
 UVT_EXTERN int uvt_chan_put(uvt_chan_t* ch, void* item);
 
-/* As uvt_chan_put, giving up with UV_ETIMEDOUT after timeout_ms. */
+/* As uvt_chan_put, giving up with UV_ETIMEDOUT after timeout_ms. A timeout
+ * too large to add to the clock saturates: it means "wait forever". */
 UVT_EXTERN int uvt_chan_put_timeout(uvt_chan_t* ch, void* item, uint64_t timeout_ms);
 
 /* Any thread, never blocks: UV_EAGAIN when full or paused and full. */
@@ -363,8 +380,10 @@ UVT_EXTERN int uvt_chan_try_put(uvt_chan_t* ch, void* item);
 UVT_EXTERN int uvt_chan_close(uvt_chan_t* ch);
 
 /* Loop thread. Stop / restart delivery; while paused the buffer fills,
- * putters block and try_put returns UV_EAGAIN. Idempotent. UV_EINVAL: NULL,
- * stopped, finished, not the loop thread. */
+ * putters block and try_put returns UV_EAGAIN. A paused channel also holds
+ * back its final callback, even after uvt_chan_close: resume or stop it to
+ * end it. Idempotent. UV_EINVAL: NULL, stopped, finished, not the loop
+ * thread. */
 UVT_EXTERN int uvt_chan_pause(uvt_chan_t* ch);
 UVT_EXTERN int uvt_chan_resume(uvt_chan_t* ch);
 
@@ -394,13 +413,17 @@ UVT_EXTERN int uvt_call(uvt_bridge_t* bridge, uvt_call_cb fn, void* arg);
  * loop callback; returns that status. UV_EBUSY on the loop thread (at once,
  * no deadlock); UV_EINVAL: NULL bridge/fn; UV_EPIPE: bridge closing;
  * UV_ECANCELED if the bridge closed before fn started (fn never runs);
- * UV_ENOMEM. Once fn started, the bridge's close waits for the resolve. */
+ * UV_ENOMEM. Once fn started, the bridge's close waits for the resolve.
+ * The caller blocks meanwhile: if fn needs the pool (it submits work and
+ * resolves in the work's after) and every pool thread is busy, it waits for
+ * one to free, and forever when the caller is the only thread of its pool. */
 UVT_EXTERN int uvt_sync_await(uvt_bridge_t* bridge, uvt_await_cb fn, void* arg);
 
 /* Loop thread, exactly once per await; aw is invalid afterwards. A second
  * call on the same await is a programming error: debug builds assert, release
- * builds ignore it (memory-safe while the bridge lives, as awaits are owned by
- * the bridge and recycled oldest first). */
+ * builds ignore it (awaits are owned by the bridge, and each use of one gets
+ * a handle of its own, so a stale handle resolves nothing: that holds until
+ * the same record has served another 128 awaits). */
 UVT_EXTERN void uvt_await_resolve(uvt_await_t* aw, int status);
 
 /* ---- Context propagation (like contextvars) -------------------------------- */

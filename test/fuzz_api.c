@@ -1,8 +1,8 @@
 /* libFuzzer harness: input bytes become a sequence of API calls on a fresh
  * loop and bridge over a small shared pool (work, separate work, cancels,
  * iterators with pause/resume/close, channels fed from the loop with
- * try_put, closed, stopped, paused, uvt_call, loop steps and a bridge close
- * at any point). Every call must return one of its documented codes; after
+ * try_put, closed, stopped, paused, ref'd and unref'd, uvt_call, batch
+ * hooks set and removed, loop steps and a bridge close at any point). Every call must return one of its documented codes; after
  * each input the loop is run to the end and the books must balance.
  *
  *   cmake -DCMAKE_C_COMPILER=clang -DUVT_FUZZ=ON ...; build/test/fuzz_api CORPUS_DIR */
@@ -47,9 +47,24 @@ static struct {
     long accepted, delivered, dropped;
   } chans[CHANS];
   long accepted, finals, calls, calls_run;
+  long batches_entered, batches_left; /* the batch hooks' calls */
+  int in_batch;
   int closing; /* uvt_bridge_close was called */
   int closed;  /* and its close callback ran: the bridge is gone */
 } s;
+
+static void batch_enter(uvt_bridge_t* b) {
+  (void)b;
+  CHECK(!s.in_batch); /* never nested */
+  s.in_batch = 1;
+  s.batches_entered++;
+}
+static void batch_leave(uvt_bridge_t* b) {
+  (void)b;
+  CHECK(s.in_batch);
+  s.in_batch = 0;
+  s.batches_left++;
+}
 
 static void on_closed(uvt_bridge_t* b) {
   (void)b;
@@ -261,6 +276,31 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           s.closing = 1;
         }
         break;
+      case 14: { /* batch hooks set or removed; a stream ref'd or unref'd */
+        unsigned k = (arg >> 3) % (ITERS + CHANS);
+        switch (arg % 8) {
+          case 0:
+            CHECK_RC(uvt_bridge_batch_hooks(&bridge, batch_enter, batch_leave), s.closed ? UV_EINVAL : 0);
+            break;
+          case 1:
+            CHECK_RC(uvt_bridge_batch_hooks(&bridge, NULL, NULL), s.closed ? UV_EINVAL : 0);
+            break;
+          case 2:
+          case 3:
+            if (k < ITERS) {
+              if (arg % 8 == 2) uvt_iter_unref(&s.iters[k].it);
+              else uvt_iter_ref(&s.iters[k].it);
+            } else {
+              if (arg % 8 == 2) uvt_chan_unref(&s.chans[k - ITERS].ch);
+              else uvt_chan_ref(&s.chans[k - ITERS].ch);
+            }
+            break;
+          default:
+            uvt_context_set((void*)(uintptr_t)arg);
+            break;
+        }
+        break;
+      }
       default:
         uvt_context_set((void*)(uintptr_t)arg);
         break;
@@ -274,6 +314,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   CHECK(uv_loop_close(&loop) == 0);
   CHECK(s.finals == s.accepted);
   CHECK(s.calls_run == s.calls);
+  CHECK(!s.in_batch && s.batches_entered == s.batches_left);
   uvt_context_set(NULL);
   return 0;
 }

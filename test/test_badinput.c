@@ -54,7 +54,7 @@ typedef struct {
   uvt_iter_t* it;
   uvt_chan_t* ch;
   int threaded, separate, cancel, close, iterable, pause, resume, iclose, yield;
-  int chan_init, chan_pause, chan_resume, chan_stop;
+  int chan_init, chan_pause, chan_resume, chan_stop, batch_hooks;
 } other_thread_t;
 
 static void other_thread(void* arg) {
@@ -75,7 +75,10 @@ static void other_thread(void* arg) {
   o->chan_pause = uvt_chan_pause(o->ch);
   o->chan_resume = uvt_chan_resume(o->ch);
   o->chan_stop = uvt_chan_stop(o->ch, NULL);
-  uvt_bridge_ref(o->b); /* ignored */
+  o->batch_hooks = uvt_bridge_batch_hooks(o->b, NULL, NULL);
+  uvt_bridge_ref(o->b);     /* ignored, like the stream ref calls below */
+  uvt_iter_unref(o->it);
+  uvt_chan_unref(o->ch);
 }
 
 static void test_bad_input(void) {
@@ -115,6 +118,8 @@ static void test_bad_input(void) {
   row("uvt_pool_free", "a bridge still uses it", uvt_pool_free(pool), UV_EBUSY);
   row("uvt_bridge_close", "NULL", uvt_bridge_close(NULL, NULL), UV_EINVAL);
   row("uvt_bridge_close", "never initialised", uvt_bridge_close(&garbage_b, NULL), UV_EINVAL);
+  row("uvt_bridge_batch_hooks", "NULL", uvt_bridge_batch_hooks(NULL, NULL, NULL), UV_EINVAL);
+  row("uvt_bridge_batch_hooks", "never initialised", uvt_bridge_batch_hooks(&garbage_b, NULL, NULL), UV_EINVAL);
 
   row("uvt_threaded", "bridge, req or work NULL", uvt_threaded(&b, &req, NULL, noop_after), UV_EINVAL);
   row("uvt_threaded", "bridge never initialised", uvt_threaded(&garbage_b, &req, noop_work, noop_after), UV_EINVAL);
@@ -122,6 +127,7 @@ static void test_bad_input(void) {
   row("uvt_cancel", "NULL", uvt_cancel(NULL), UV_EINVAL);
   row("uvt_cancel", "never submitted", uvt_cancel(&garbage_w), UV_EINVAL);
   row("uvt_is_cancelled", "NULL", uvt_is_cancelled(NULL), 0);
+  row("uvt_is_cancelled", "never submitted", uvt_is_cancelled(&garbage_w), 0);
 
   /* A running request (its worker waits at a gate), a finished one. */
   gate_init(&gate);
@@ -142,6 +148,9 @@ static void test_bad_input(void) {
   row("uvt_iter_pause", "NULL or never started", uvt_iter_pause(&garbage_it), UV_EINVAL);
   row("uvt_iter_resume", "NULL or never started", uvt_iter_resume(NULL), UV_EINVAL);
   row("uvt_iter_stop", "NULL or never started", uvt_iter_stop(&garbage_it, NULL), UV_EINVAL);
+  row("uvt_iter_close", "NULL (deprecated alias of uvt_iter_stop)", uvt_iter_close(NULL, NULL), UV_EINVAL);
+  uvt_iter_ref(NULL); /* ignored, as on a never-started iterator */
+  uvt_iter_unref(&garbage_it);
   row("uvt_yield", "NULL", uvt_yield(NULL, NULL), UV_EINVAL);
   ASSERT_OK(uvt_threaded_iterable_separate(&b, &it, 1, endless_gen, iter_cb));
   ASSERT_OK(uvt_iter_pause(&it)); /* stays open until the bridge closes */
@@ -164,6 +173,8 @@ static void test_bad_input(void) {
   row("uvt_chan_pause", "NULL or never initialised", uvt_chan_pause(&garbage_ch), UV_EINVAL);
   row("uvt_chan_resume", "NULL", uvt_chan_resume(NULL), UV_EINVAL);
   row("uvt_chan_stop", "NULL or never initialised", uvt_chan_stop(&garbage_ch, NULL), UV_EINVAL);
+  uvt_chan_ref(NULL); /* ignored, as on a never-initialised channel */
+  uvt_chan_unref(&garbage_ch);
   ASSERT_OK(uvt_chan_init(&b, &ch, 1, chan_cb));
   row("uvt_chan_init", "channel still open", uvt_chan_init(&b, &ch, 1, chan_cb), UV_EBUSY);
   row("uvt_chan_put", "on the loop thread (would deadlock)", uvt_chan_put(&ch, NULL), UV_EBUSY);
@@ -213,6 +224,7 @@ static void test_bad_input(void) {
   row("uvt_chan_pause", "not the loop thread", other.chan_pause, UV_EINVAL);
   row("uvt_chan_resume", "not the loop thread", other.chan_resume, UV_EINVAL);
   row("uvt_chan_stop", "not the loop thread", other.chan_stop, UV_EINVAL);
+  row("uvt_bridge_batch_hooks", "not the loop thread", other.batch_hooks, UV_EINVAL);
 
   /* A closing bridge, then a closed one. */
   ASSERT_OK(uvt_bridge_close(&b, NULL));
@@ -222,12 +234,14 @@ static void test_bad_input(void) {
   row("uvt_threaded_iterable", "bridge closing", uvt_threaded_iterable(&b, &done_it, 1, one_item_gen, iter_cb), UV_EPIPE);
   row("uvt_chan_init", "bridge closing", uvt_chan_init(&b, &done_ch, 1, chan_cb), UV_EPIPE);
   row("uvt_call", "bridge closing", uvt_call(&b, call_fn, NULL), UV_EPIPE);
+  row("uvt_sync_await", "bridge closing", uvt_sync_await(&b, await_fn, NULL), UV_EPIPE);
   row("uvt_chan_try_put", "bridge closing", uvt_chan_try_put(&ch, NULL), UV_EPIPE);
   gate_open(&gate);
   ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
   row("uvt_bridge_close", "after close_cb (use after close)", uvt_bridge_close(&b, NULL), UV_EINVAL);
   row("uvt_threaded", "after close_cb (use after close)", uvt_threaded(&b, &req, noop_work, noop_after), UV_EINVAL);
   row("uvt_call", "after close_cb (use after close)", uvt_call(&b, call_fn, NULL), UV_EINVAL);
+  row("uvt_bridge_batch_hooks", "after close_cb (use after close)", uvt_bridge_batch_hooks(&b, NULL, NULL), UV_EINVAL);
   row("uvt_chan_put", "after its final callback", uvt_chan_put(&ch, NULL), UV_EPIPE);
   uvt_bridge_ref(&b);   /* ignored */
   uvt_bridge_unref(&b); /* ignored */

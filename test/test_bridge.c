@@ -278,7 +278,188 @@ static void test_flood_yields_to_timers(void) {
   ASSERT_OK(uvt_pool_free(pool));
 }
 
+/* ---- Batch hooks ------------------------------------------------------- */
+
+static char batch_log[256]; /* E enter, L leave, c a callback */
+static int batch_len;
+static uvt_bridge_t* batch_bridge;
+
+static void batch_note(char c) {
+  ASSERT_LT(batch_len, (int)sizeof(batch_log) - 1);
+  batch_log[batch_len++] = c;
+}
+static void batch_enter(uvt_bridge_t* b) {
+  ASSERT_PTR_EQ(b, batch_bridge);
+  batch_note('E');
+}
+static void batch_leave(uvt_bridge_t* b) {
+  ASSERT_PTR_EQ(b, batch_bridge);
+  batch_note('L');
+}
+static void batch_work(uvt_work_t* req) { (void)req; }
+static void batch_after(uvt_work_t* req, int status) {
+  (void)req;
+  ASSERT_EQ(status, 0);
+  batch_note('c');
+}
+static void batch_call(void* arg) {
+  (void)arg;
+  batch_note('c');
+}
+static void batch_chan_cb(uvt_chan_t* ch, int status, void* item) {
+  (void)ch;
+  (void)status;
+  (void)item;
+  batch_note('c');
+}
+
+/* Every callback lies inside an enter/leave pair; no pair is empty. */
+static void batch_check_log(void) {
+  int i, open = 0;
+  batch_log[batch_len] = '\0';
+  for (i = 0; i < batch_len; i++) {
+    if (batch_log[i] == 'E') {
+      ASSERT_EQ(open, 0);
+      ASSERT(i + 1 < batch_len && batch_log[i + 1] == 'c'); /* never around nothing */
+      open = 1;
+    } else if (batch_log[i] == 'L') {
+      ASSERT_EQ(open, 1);
+      open = 0;
+    } else {
+      ASSERT_EQ(open, 1);
+    }
+  }
+  ASSERT_EQ(open, 0);
+}
+
+static void test_batch_hooks(void) {
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uvt_pool_t* pool = test_pool(0, 2);
+  uvt_work_t w[3];
+  uvt_chan_t ch;
+  int i;
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &b, pool));
+  batch_bridge = &b;
+  batch_len = 0;
+  ASSERT_OK(uvt_bridge_batch_hooks(&b, batch_enter, batch_leave));
+
+  /* Completions and calls: each drain's callbacks between E and L. */
+  for (i = 0; i < 3; i++) ASSERT_OK(uvt_threaded(&b, &w[i], batch_work, batch_after));
+  ASSERT_OK(uvt_call(&b, batch_call, NULL));
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  batch_check_log();
+  ASSERT(strchr(batch_log, 'E') != NULL);
+  ASSERT_EQ((int)(strchr(batch_log, 'c') - batch_log), 1);
+
+  /* A drain that delivers nothing calls neither hook: a completion without
+   * an after, and a paused channel whose item was scheduled. */
+  batch_len = 0;
+  ASSERT_OK(uvt_threaded(&b, &w[0], batch_work, NULL));
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_OK(uvt_chan_init(&b, &ch, 2, batch_chan_cb));
+  ASSERT_OK(uvt_chan_try_put(&ch, &ch)); /* schedules a delivery */
+  ASSERT_OK(uvt_chan_pause(&ch));        /* which then finds nothing to deliver */
+  ASSERT_GE(uv_run(&loop, UV_RUN_NOWAIT), 0);
+  ASSERT_EQ(batch_len, 0);
+
+  /* Item and final callbacks are batched too. */
+  ASSERT_OK(uvt_chan_close(&ch));
+  ASSERT_OK(uvt_chan_resume(&ch));
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  batch_check_log();
+  ASSERT_EQ(batch_len, 4); /* E, the item, the final, L */
+
+  /* Removed hooks are not called. */
+  ASSERT_OK(uvt_bridge_batch_hooks(&b, NULL, NULL));
+  batch_len = 0;
+  ASSERT_OK(uvt_call(&b, batch_call, NULL));
+  test_close_all(&loop, &b); /* accepted calls still run */
+  ASSERT_EQ(batch_len, 1);   /* the call ran, no hook */
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
+/* ---- Stream ref/unref --------------------------------------------------- */
+
+static int unref_finals;
+static void unref_chan_cb(uvt_chan_t* ch, int status, void* item) {
+  (void)ch;
+  (void)status;
+  if (item == NULL) unref_finals++;
+}
+static void unref_iter_cb(uvt_iter_t* it, int status, void* item) {
+  (void)it;
+  (void)status;
+  if (item == NULL) unref_finals++;
+}
+static int unref_endless_gen(uvt_iter_t* it) {
+  while (uvt_yield(it, it) == 0) {
+  }
+  return 0;
+}
+static void unref_from_thread(void* arg) { uvt_chan_unref(arg); /* ignored here */ }
+static void unref_timer_cb(uv_timer_t* t) { uv_close((uv_handle_t*)t, NULL); }
+
+/* Runs the loop for ms with a ref'd timer: unref'd streams deliver meanwhile. */
+static void run_for(uv_loop_t* loop, uint64_t ms) {
+  uv_timer_t t;
+  ASSERT_OK(uv_timer_init(loop, &t));
+  ASSERT_OK(uv_timer_start(&t, unref_timer_cb, ms, 0));
+  ASSERT_OK(uv_run(loop, UV_RUN_DEFAULT));
+}
+
+static void test_stream_unref(void) {
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uvt_pool_t* pool = test_pool(0, 1);
+  uvt_chan_t ch;
+  uvt_iter_t it;
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &b, pool));
+  unref_finals = 0;
+
+  /* An open channel keeps the loop alive until it is unref'd. */
+  ASSERT_OK(uvt_chan_init(&b, &ch, 4, unref_chan_cb));
+  ASSERT(uv_loop_alive(&loop));
+  uvt_chan_unref(&ch);
+  uvt_chan_unref(&ch); /* idempotent */
+  ASSERT(!uv_loop_alive(&loop));
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT)); /* returns with the channel open */
+  uvt_chan_ref(&ch);
+  ASSERT(uv_loop_alive(&loop));
+  run_on_thread(unref_from_thread, &ch); /* another thread: ignored */
+  ASSERT(uv_loop_alive(&loop));
+  uvt_chan_unref(&ch);
+  ASSERT(!uv_loop_alive(&loop));
+
+  /* Unref'd, it still delivers while the loop runs for something else. */
+  ASSERT_OK(uvt_chan_try_put(&ch, &ch));
+  ASSERT_OK(uvt_chan_close(&ch));
+  uvt_chan_ref(&ch); /* closed: ignored */
+  ASSERT(!uv_loop_alive(&loop));
+  run_for(&loop, 20);
+  ASSERT_EQ(unref_finals, 1);
+  uvt_chan_ref(&ch); /* finished: ignored */
+  ASSERT(!uv_loop_alive(&loop));
+
+  /* An unref'd endless generator does not keep uv_run() alive either. */
+  ASSERT_OK(uvt_threaded_iterable(&b, &it, 2, unref_endless_gen, unref_iter_cb));
+  ASSERT(uv_loop_alive(&loop));
+  uvt_iter_unref(&it);
+  ASSERT(!uv_loop_alive(&loop));
+  run_for(&loop, 20); /* returns with the generator still yielding */
+  uvt_iter_ref(&it);
+  ASSERT(uv_loop_alive(&loop));
+  ASSERT_OK(uvt_iter_stop(&it, NULL));
+  uvt_iter_unref(&it); /* stopped: ignored, so the loop runs to the final */
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_EQ(unref_finals, 2);
+  test_close_all(&loop, &b);
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
 TEST_MAIN(TEST(test_init_errors), TEST(test_close_errors), TEST(test_idle_and_ref),
           TEST(test_close_inside_callback), TEST(test_loop_moves_thread),
           TEST(test_uv_stop_mid_batch), TEST(test_push_during_drain),
-          TEST(test_flood_yields_to_timers))
+          TEST(test_flood_yields_to_timers), TEST(test_batch_hooks), TEST(test_stream_unref))
