@@ -642,25 +642,213 @@ static double ours_chan(long per_producer, int producers, size_t cap) {
   return (double)chan_received / s;
 }
 
+/* The whole range a user might pick: every buffer size for the iterator,
+ * and for the channel with 1, 2, 4 and 8 producers. Item counts shrink
+ * with the buffer (a 1-slot buffer hands over one item per wake-up). */
+static const size_t stream_sizes[] = {1, 16, 64, 256, 1024, 4096};
+static const int stream_producers[] = {1, 2, 4, 8};
+
+static long stream_items(size_t cap) {
+  long n = cap == 1 ? 20000 : cap == 16 ? 200000 : cap < 1024 ? 1000000 : 2000000;
+  return smoke ? (n < 4000 ? n : 4000) : n;
+}
+
 static void scenario_streams(void) {
-  long n = smoke ? 20000 : 1000000;
   double o[32], u[32];
-  int r;
-  for (r = 0; r < runs; r++) {
-    o[r] = ours_iter(n, 64);
-    u[r] = base_stream(n, 1, 64);
+  char name[64];
+  size_t z;
+  int p, r;
+  for (z = 0; z < sizeof(stream_sizes) / sizeof(stream_sizes[0]); z++) {
+    size_t cap = stream_sizes[z];
+    long n = stream_items(cap);
+    for (r = 0; r < runs; r++) {
+      o[r] = ours_iter(n, cap);
+      u[r] = base_stream(n, 1, cap);
+    }
+    snprintf(name, sizeof(name), "iter/max_size-%zu", cap);
+    report(name, "items/s", median(o, runs), median(u, runs), "mutex ring+async", 1);
   }
-  report("iter/max_size-64", "items/s", median(o, runs), median(u, runs), "mutex ring+async", 1);
-  for (r = 0; r < runs; r++) {
-    o[r] = ours_iter(n / 4, 1);
-    u[r] = base_stream(n / 4, 1, 1);
+  for (p = 0; p < (int)(sizeof(stream_producers) / sizeof(stream_producers[0])); p++) {
+    int producers = stream_producers[p];
+    for (z = 0; z < sizeof(stream_sizes) / sizeof(stream_sizes[0]); z++) {
+      size_t cap = stream_sizes[z];
+      long per = stream_items(cap) / producers;
+      for (r = 0; r < runs; r++) {
+        o[r] = ours_chan(per, producers, cap);
+        u[r] = base_stream(per, producers, cap);
+      }
+      snprintf(name, sizeof(name), "chan/%dp/max_size-%zu", producers, cap);
+      report(name, "items/s", median(o, runs), median(u, runs), "mutex ring+async", 1);
+    }
   }
-  report("iter/max_size-1", "items/s", median(o, runs), median(u, runs), "mutex ring+async", 1);
-  for (r = 0; r < runs; r++) {
-    o[r] = ours_chan(n / 2, 2, 64);
-    u[r] = base_stream(n / 2, 2, 64);
+}
+
+/* ---- call: uvt_call from threads ---------------------------------------- */
+
+/* The hand-written way: a mutex-protected list, a malloc per call, and
+ * uv_async_send after each; the loop takes the whole list at once. */
+typedef struct base_call_s {
+  struct base_call_s* next;
+  void (*fn)(void*);
+  void* arg;
+} base_call_t;
+static struct {
+  uv_mutex_t mutex;
+  base_call_t *head, *tail;
+  uv_async_t async;
+  long expected, done;
+} bc;
+static void counted_call(void* arg) {
+  (void)arg;
+  if (++bc.done == bc.expected) uv_close((uv_handle_t*)&bc.async, NULL);
+}
+static void base_call_drain(uv_async_t* a) {
+  base_call_t* c;
+  (void)a;
+  uv_mutex_lock(&bc.mutex);
+  c = bc.head;
+  bc.head = bc.tail = NULL;
+  uv_mutex_unlock(&bc.mutex);
+  while (c != NULL) {
+    base_call_t* next = c->next;
+    c->fn(c->arg);
+    free(c);
+    c = next;
   }
-  report("chan/2-producers", "items/s", median(o, runs), median(u, runs), "mutex ring+async", 1);
+}
+static void base_call_thread(void* arg) {
+  long i, n = (long)(intptr_t)arg;
+  for (i = 0; i < n; i++) {
+    base_call_t* c = malloc(sizeof(*c));
+    c->next = NULL;
+    c->fn = counted_call;
+    c->arg = NULL;
+    uv_mutex_lock(&bc.mutex);
+    if (bc.tail != NULL)
+      bc.tail->next = c;
+    else
+      bc.head = c;
+    bc.tail = c;
+    uv_mutex_unlock(&bc.mutex);
+    uv_async_send(&bc.async);
+  }
+}
+static double base_call(int threads, long per_thread) {
+  uv_loop_t loop;
+  uv_thread_t t[8];
+  double s;
+  int i;
+  CHECK(uv_loop_init(&loop));
+  CHECK(uv_mutex_init(&bc.mutex));
+  CHECK(uv_async_init(&loop, &bc.async, base_call_drain));
+  bc.head = bc.tail = NULL;
+  bc.expected = per_thread * threads;
+  bc.done = 0;
+  s = now_s();
+  for (i = 0; i < threads; i++)
+    CHECK(uv_thread_create(&t[i], base_call_thread, (void*)(intptr_t)per_thread));
+  CHECK(uv_run(&loop, UV_RUN_DEFAULT));
+  s = now_s() - s;
+  for (i = 0; i < threads; i++) CHECK(uv_thread_join(&t[i]));
+  CHECK(uv_loop_close(&loop));
+  uv_mutex_destroy(&bc.mutex);
+  return (double)bc.done / s;
+}
+
+static struct {
+  uvt_bridge_t* b;
+  long per_thread, expected, done;
+} oc;
+static void ours_counted_call(void* arg) {
+  (void)arg;
+  if (++oc.done == oc.expected) uvt_bridge_unref(oc.b);
+}
+static void ours_call_thread(void* arg) {
+  long i;
+  (void)arg;
+  for (i = 0; i < oc.per_thread; i++) CHECK(uvt_call(oc.b, ours_counted_call, NULL));
+}
+static double ours_call(int threads, long per_thread) {
+  uvt_pool_t* pool = make_pool(0, 1);
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uv_thread_t t[8];
+  double s;
+  int i;
+  CHECK(uv_loop_init(&loop));
+  CHECK(uvt_bridge_init(&loop, &b, pool));
+  uvt_bridge_ref(&b); /* threads call in while the loop has nothing else */
+  oc.b = &b;
+  oc.per_thread = per_thread;
+  oc.expected = per_thread * threads;
+  oc.done = 0;
+  s = now_s();
+  for (i = 0; i < threads; i++) CHECK(uv_thread_create(&t[i], ours_call_thread, NULL));
+  CHECK(uv_run(&loop, UV_RUN_DEFAULT));
+  s = now_s() - s;
+  for (i = 0; i < threads; i++) CHECK(uv_thread_join(&t[i]));
+  close_bridge(&loop, &b);
+  CHECK(uvt_pool_free(pool));
+  return (double)oc.done / s;
+}
+static void scenario_call(void) {
+  static const int threads[] = {1, 4, 8};
+  long per = smoke ? 5000 : 250000;
+  double o[32], u[32];
+  char name[64];
+  int k, r;
+  for (k = 0; k < 3; k++) {
+    for (r = 0; r < runs; r++) {
+      o[r] = ours_call(threads[k], per);
+      u[r] = base_call(threads[k], per);
+    }
+    snprintf(name, sizeof(name), "call/%d-threads", threads[k]);
+    report(name, "calls/s", median(o, runs), median(u, runs), "mutex list+malloc+async", 1);
+  }
+}
+
+/* ---- The host's mode: a cache line's round trip between two threads ----- */
+
+static int probe_flag;
+static void probe_pong(void* arg) {
+  long i, n = (long)(intptr_t)arg;
+  for (i = 0; i < n; i++) {
+    while (__atomic_load_n(&probe_flag, __ATOMIC_ACQUIRE) != 1) {
+    }
+    __atomic_store_n(&probe_flag, 0, __ATOMIC_RELEASE);
+  }
+}
+/* Round trips of one flag between two threads, median ns of 5 tries. This
+ * VM runs in two modes (~90 ns or ~600 ns): figures hold only in the mode
+ * they were taken in, so every run prints it at its start and end. */
+static double host_probe_ns(void) {
+  const long n = 20000;
+  double v[5];
+  int k;
+  for (k = 0; k < 5; k++) {
+    uv_thread_t t;
+    double s;
+    long i;
+    probe_flag = 0;
+    CHECK(uv_thread_create(&t, probe_pong, (void*)(intptr_t)n));
+    s = now_s();
+    for (i = 0; i < n; i++) {
+      __atomic_store_n(&probe_flag, 1, __ATOMIC_RELEASE);
+      while (__atomic_load_n(&probe_flag, __ATOMIC_ACQUIRE) != 0) {
+      }
+    }
+    v[k] = (now_s() - s) * 1e9 / (double)n;
+    CHECK(uv_thread_join(&t));
+  }
+  return median(v, 5);
+}
+static void print_host_mode(const char* when) {
+  double ns = host_probe_ns();
+  printf("host %s: cache-line ping-pong round trip %.0f ns (%s mode)\n", when, ns,
+         ns < 250 ? "fast" : "slow");
+  if (json != NULL)
+    fprintf(json, "%s\n  {\"host\": \"%s\", \"pingpong_ns\": %.0f}", json_first ? "" : ",", when, ns);
+  json_first = 0;
 }
 
 /* ---- sync_await round trip ---------------------------------------------- */
@@ -821,7 +1009,7 @@ int main(int argc, char** argv) {
       json_path = argv[++i];
     } else if (strcmp(argv[i], "--help") == 0) {
       printf("usage: uvt-bench [--smoke] [--runs N] [--json FILE] [scenario...]\n"
-             "scenarios: tput latency blocking scaling lag idle streams await\n");
+             "scenarios: tput latency blocking scaling lag idle streams call await\n");
       return 0;
     }
   }
@@ -834,6 +1022,7 @@ int main(int argc, char** argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   printf("uvt-bench %s: medians of %d run(s), ratio >1 means uvthreads is better\n",
          uvt_version_string(), runs);
+  print_host_mode("at start");
   printf("%-26s %14s %14s  %-8s %7s\n", "scenario", "uvthreads", "baseline", "unit", "ratio");
   /* Positional arguments pick scenarios; the values after options are skipped. */
   for (i = 1; i < argc; i++)
@@ -847,7 +1036,9 @@ int main(int argc, char** argv) {
   if (wanted(argc, argv, 1, "lag")) scenario_lag();
   if (wanted(argc, argv, 1, "idle")) scenario_idle();
   if (wanted(argc, argv, 1, "streams")) scenario_streams();
+  if (wanted(argc, argv, 1, "call")) scenario_call();
   if (wanted(argc, argv, 1, "await")) scenario_await();
+  print_host_mode("at end");
   if (json != NULL) {
     fprintf(json, "\n]}\n");
     fclose(json);
