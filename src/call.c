@@ -1,7 +1,8 @@
 /* uvt_call and uvt_sync_await: threads calling into the loop.
  *
- * uvt_call allocates one small record per call (it is fire and forget: the
- * caller keeps nothing). uvt_sync_await borrows a record from its bridge
+ * uvt_call takes a record from its thread's cache (it is fire and forget:
+ * the caller keeps nothing), so the steady path allocates nothing.
+ * uvt_sync_await borrows a record from its bridge
  * (bridge.h) and gives it back when it wakes; records stay owned by the
  * bridge until it closes, so a stray second uvt_await_resolve finds a
  * record that is still memory. The handle the loop function gets is a
@@ -14,7 +15,20 @@
 #include "bridge.h"
 #include "context.h"
 
-/* ---- uvt_call ----------------------------------------------------------- */
+/* ---- uvt_call ----------------------------------------------------------- *
+ *
+ * A call's record comes from its calling thread's cache, not from malloc:
+ * the thread keeps a free list of the records it allocated, and the loop
+ * that delivered one gives it back through the cache's `returned` stack,
+ * which any loop pushes to and only the owner empties, all at once with an
+ * exchange (so no pop ever meets a recycled node: no ABA). When the thread
+ * exits, its cache frees what it holds and marks `returned` orphaned: a
+ * record delivered later is freed by its loop, and the last one out frees
+ * the cache (`records` counts the live records, plus one for the owner). */
+
+#define UVT__CALLS_ORPHANED ((uintptr_t)1)
+
+typedef struct uvt__call_cache_s uvt__call_cache_t;
 
 typedef struct uvt__call_s {
   uvt__msg_t msg;
@@ -22,7 +36,94 @@ typedef struct uvt__call_s {
   uvt_call_cb fn;
   void* arg;
   void* ctx;
+  uvt__call_cache_t* cache; /* the calling thread's, which owns the record */
+  struct uvt__call_s* next_free;
 } uvt__call_t;
+
+struct uvt__call_cache_s {
+  uvt__call_t* free; /* the owner thread only */
+  /* Pushed by the loops, taken by the owner: on a line of its own. */
+  _Alignas(UVT__CACHE_LINE) uintptr_t returned; /* uvt__call_t*, or ORPHANED */
+  unsigned long records; /* atomic: live records, + 1 while the owner lives */
+};
+
+static UVT__THREAD_LOCAL uvt__call_cache_t* uvt__tls_calls;
+static uvt__thread_key_t uvt__calls_key;
+static uv_once_t uvt__calls_key_once = UV_ONCE_INIT;
+static int uvt__calls_key_rc;
+
+static void uvt__calls_release(uvt__call_cache_t* cache, unsigned long n) {
+  /* Acq_rel: the last one out sees every other release before it frees. */
+  if (__atomic_fetch_sub(&cache->records, n, __ATOMIC_ACQ_REL) == n) uvt__free(cache);
+}
+
+/* The owner thread exits: free what it holds, orphan the rest. */
+static void uvt__calls_thread_exit(void* arg) {
+  uvt__call_cache_t* cache = arg;
+  unsigned long freed = 0;
+  uvt__call_t* rec = cache->free;
+  uvt__call_t* next;
+  /* Acquire: the records the loops pushed, with their last writes. */
+  uvt__call_t* back = (uvt__call_t*)__atomic_exchange_n(&cache->returned, UVT__CALLS_ORPHANED,
+                                                        __ATOMIC_ACQUIRE);
+  for (; rec != NULL; rec = next, freed++) {
+    next = rec->next_free;
+    uvt__free(rec);
+  }
+  for (rec = back; rec != NULL; rec = next, freed++) {
+    next = rec->next_free;
+    uvt__free(rec);
+  }
+  uvt__tls_calls = NULL;
+  uvt__calls_release(cache, freed + 1);
+}
+
+static void uvt__calls_key_init(void) {
+  uvt__calls_key_rc = uvt__thread_key_create(&uvt__calls_key, uvt__calls_thread_exit);
+}
+
+/* A record for the calling thread, or NULL when out of memory. */
+static uvt__call_t* uvt__call_take(void) {
+  uvt__call_cache_t* cache = uvt__tls_calls;
+  uvt__call_t* rec;
+  if (cache == NULL) {
+    uv_once(&uvt__calls_key_once, uvt__calls_key_init);
+    if (uvt__calls_key_rc != 0) return NULL;
+    cache = uvt__aligned_alloc(UVT__CACHE_LINE, sizeof(*cache));
+    if (cache == NULL) return NULL;
+    memset(cache, 0, sizeof(*cache));
+    cache->records = 1; /* the owner */
+    uvt__thread_key_set(uvt__calls_key, cache);
+    uvt__tls_calls = cache;
+  }
+  if (cache->free == NULL && uvt__load_relaxed(&cache->returned) != 0)
+    /* Acquire: pairs with the loops' release CAS. */
+    cache->free = (uvt__call_t*)uvt__exchange_acquire(&cache->returned, (uintptr_t)0);
+  if ((rec = cache->free) != NULL) {
+    cache->free = rec->next_free;
+    return rec;
+  }
+  if ((rec = uvt__malloc(sizeof(*rec))) == NULL) return NULL;
+  /* Relaxed: only the count matters (see uvt__calls_release). */
+  __atomic_fetch_add(&cache->records, 1ul, __ATOMIC_RELAXED);
+  rec->cache = cache;
+  return rec;
+}
+
+/* Any thread: rec goes back to its owner's cache (freed if the owner left). */
+static void uvt__call_give_back(uvt__call_t* rec) {
+  uvt__call_cache_t* cache = rec->cache;
+  uintptr_t head = uvt__load_relaxed(&cache->returned);
+  do {
+    if (head == UVT__CALLS_ORPHANED) {
+      uvt__free(rec);
+      uvt__calls_release(cache, 1);
+      return;
+    }
+    rec->next_free = (uvt__call_t*)head;
+    /* Release: our reads of rec happen before its owner reuses it. */
+  } while (!uvt__cas_weak_release(&cache->returned, &head, (uintptr_t)rec));
+}
 
 static unsigned uvt__call_deliver(uvt__msg_t* msg, unsigned budget) {
   uvt__call_t* call = uvt__container_of(msg, uvt__call_t, msg);
@@ -32,7 +133,7 @@ static unsigned uvt__call_deliver(uvt__msg_t* msg, unsigned budget) {
   prev = uvt__context_swap(call->ctx);
   call->fn(call->arg);
   uvt__context_swap(prev);
-  uvt__free(call);
+  uvt__call_give_back(call);
   return 1;
 }
 
@@ -40,14 +141,14 @@ int uvt_call(uvt_bridge_t* bridge, uvt_call_cb fn, void* arg) {
   uvt__bridge_impl_t* impl;
   uvt__call_t* call;
   if (uvt__bridge_get(bridge) == NULL || fn == NULL) return UV_EINVAL;
-  call = uvt__malloc(sizeof(*call));
-  if (call == NULL) return UV_ENOMEM;
+  if ((call = uvt__call_take()) == NULL) return UV_ENOMEM;
   call->msg.deliver = uvt__call_deliver;
   call->fn = fn;
   call->arg = arg;
   call->ctx = uvt_context_get();
   if ((impl = uvt__bridge_enter(bridge)) == NULL) {
-    uvt__free(call);
+    call->next_free = call->cache->free; /* ours: straight back */
+    call->cache->free = call;
     return UV_EPIPE;
   }
   call->impl = impl;

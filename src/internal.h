@@ -128,6 +128,16 @@ static inline void uvt__thread_set_name(const char* name) {
 
 static inline void uvt__thread_yield(void) { sched_yield(); }
 
+/* A thread-local slot whose destructor runs with its value when a thread
+ * that set it exits (a non-NULL value only). */
+typedef pthread_key_t uvt__thread_key_t;
+static inline int uvt__thread_key_create(uvt__thread_key_t* key, void (*destructor)(void*)) {
+  return pthread_key_create(key, destructor) == 0 ? 0 : UV_ENOMEM;
+}
+static inline void uvt__thread_key_set(uvt__thread_key_t key, void* value) {
+  pthread_setspecific(key, value);
+}
+
 /* Runs a function when the library is unloaded or the process exits. */
 #if defined(__GNUC__)
 #define UVT__DESTRUCTOR __attribute__((destructor))

@@ -131,6 +131,58 @@ static void test_channel_allocates_nothing_per_item(void) {
   ASSERT_OK(uvt_pool_free(pool));
 }
 
+/* uvt_call's records come from the calling thread's cache: once it holds
+ * as many as are in flight, calls allocate nothing. The thread keeps at
+ * most IN_FLIGHT calls in flight (it waits for each batch's delivery). */
+#define CALLS (IN_FLIGHT * 16)
+static struct {
+  uvt_bridge_t* b;
+  uv_sem_t delivered; /* posted after each batch's last call */
+  long done;
+  long allocated; /* during the measured round, both threads */
+} calls;
+static void counted_call(void* arg) {
+  (void)arg;
+  if (++calls.done % IN_FLIGHT == 0) uv_sem_post(&calls.delivered);
+}
+static void last_call(void* arg) { uvt_bridge_unref(arg); }
+static void call_round(void) {
+  long i;
+  for (i = 1; i <= CALLS; i++) {
+    ASSERT_OK(uvt_call(calls.b, counted_call, NULL));
+    if (i % IN_FLIGHT == 0) uv_sem_wait(&calls.delivered);
+  }
+}
+static void caller(void* arg) {
+  long before;
+  (void)arg;
+  call_round(); /* warm up: fills the cache */
+  before = count();
+  call_round();
+  calls.allocated = count() - before;
+  ASSERT_OK(uvt_call(calls.b, last_call, calls.b));
+}
+
+static void test_call_allocates_nothing(void) {
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uvt_pool_t* pool = test_pool(0, 1);
+  uv_thread_t t;
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &b, pool));
+  ASSERT_OK(uv_sem_init(&calls.delivered, 0));
+  calls.b = &b;
+  uvt_bridge_ref(&b); /* the thread calls in while the loop has nothing else */
+  ASSERT_OK(uv_thread_create(&t, caller, NULL));
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_OK(uv_thread_join(&t));
+  ASSERT_EQ(calls.done, 2 * CALLS);
+  ASSERT_EQ(calls.allocated, 0);
+  uv_sem_destroy(&calls.delivered);
+  test_close_all(&loop, &b);
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
 int main(void) {
   ASSERT_OK(uv_replace_allocator(uv_counting_malloc, uv_counting_realloc, uv_counting_calloc,
                                  __libc_free));
@@ -148,5 +200,8 @@ int main(void) {
   printf("[ RUN  ] test_channel_allocates_nothing_per_item\n");
   test_channel_allocates_nothing_per_item();
   printf("[  OK  ] test_channel_allocates_nothing_per_item\n");
+  printf("[ RUN  ] test_call_allocates_nothing\n");
+  test_call_allocates_nothing();
+  printf("[  OK  ] test_call_allocates_nothing\n");
   return 0;
 }
