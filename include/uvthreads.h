@@ -108,26 +108,41 @@ typedef struct uvt__inflight_s {
 } uvt__inflight_t;
 
 /* The bounded buffer between producer threads and the loop, shared by
- * iterators and channels. */
+ * iterators and channels. Producer- and loop-written positions are kept
+ * apart by padding (the struct is caller-allocated, so no alignment). */
 typedef struct uvt__stream_s {
-  uv_mutex_t mutex;
-  uv_cond_t space; /* blocked producers wait here */
+  uv_mutex_t mutex; /* state changes; serialises channel producers */
+  uv_cond_t space;  /* blocked producers wait here */
   void** ring;
-  size_t cap, head, count, taken;
-  unsigned waiters;
-  unsigned flags;  /* producer-side state, guarded by mutex */
-  unsigned lflags; /* loop-side state: written by the loop under mutex */
-  int status;      /* the producer's own end (iterators: the generator's result) */
+  size_t cap;
+  unsigned waiters; /* atomic: producers spinning or asleep for space */
+  unsigned flags;   /* producer-side state, guarded by mutex */
+  unsigned lflags;  /* loop-side state: written by the loop under mutex */
+  unsigned state;   /* atomic: what a lock-free producer must know of lflags */
+  int status;       /* the producer's own end (iterators: the generator's result) */
+  int scheduled;    /* atomic: msg is queued on the bridge, or about to be */
   struct uvt__bridge_impl_s* impl;
   void* ctx;
   /* The owner's hooks, loop thread: an item or the final status; the
    * owner's part of a bridge close (may be NULL). */
   void (*deliver)(struct uvt__stream_s* stream, int status, void* item);
   void (*closing)(struct uvt__stream_s* stream);
+  void (*drop)(void* item); /* the stop's drop, for items that raced it */
   uvt__msg_t msg;
   uvt__inflight_t inflight;
   unsigned gate; /* producers inside, and the open bit (stream.c) */
   uintptr_t tag;
+  /* Producer side: items published (atomic), the next slot, head as last seen. */
+  char uvt__pad1[64];
+  uint64_t tail;
+  size_t tail_slot;
+  uint64_t seen_head;
+  /* Loop side: items passed to the callback and committed (atomic), the
+   * slot of head, items of the current batch passed but not committed. */
+  char uvt__pad2[64];
+  uint64_t head;
+  size_t head_slot;
+  size_t taken;
 } uvt__stream_t;
 
 /* ---- Pool: the custom thread pool (any thread) --------------------------- */

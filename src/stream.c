@@ -1,14 +1,30 @@
 /* The bounded buffer between producer threads and the loop (stream.h).
  *
- * Producers append to a ring of max_size slots under the stream's mutex;
- * the first item after a delivery queues the stream's message on the
- * bridge, so a whole batch costs one wake-up. The loop reads the batch in
- * place without the lock (producers never write slots that are counted as
- * buffered), passes each item to the owner's deliver hook, and commits
- * delivered items under the lock every quarter buffer and at the end: an
- * item stays counted against max_size until it was passed to the callback,
- * which keeps the bound exact, and producers refill the freed slots while
- * the rest of the batch is delivered. A pause, stop or close issued from
+ * A ring of max_size slots with two positions: `tail`, the items producers
+ * have published, and `head`, the items the loop has passed to the owner's
+ * deliver hook and committed. Each side writes only its own position (with
+ * a release store) and reads the other's (with an acquire load), so items
+ * cross without a lock: an iterator's generator, the one producer of its
+ * stream, puts with no locked instruction at all; a channel's producers
+ * serialise on the stream's mutex among themselves, never with the loop.
+ * An item stays counted against max_size (tail - head) until it was passed
+ * to the callback, which keeps the bound exact; the loop commits every
+ * quarter buffer and at the end of a batch, so producers refill the freed
+ * slots while the rest of the batch is delivered.
+ *
+ * Wake-ups. The first item after a delivery queues the stream's message on
+ * the bridge, so a whole batch costs one wake-up: `scheduled` says the
+ * message is queued. A producer publishes, then reads `scheduled`; the loop
+ * clears it, then reads `tail`; a sequentially consistent fence on each
+ * side between the store and the load means either the loop sees the item
+ * or the producer sees the flag clear and queues the message. Producers
+ * that find the ring full sleep on `space` after counting themselves in
+ * `waiters`; the loop, after it moves head, fences and wakes them if any
+ * is counted (the same handshake the other way).
+ *
+ * State changes (pause, stop, close, the producer's end, the bridge's
+ * close, the final callback) take the mutex. `state` mirrors the loop-side
+ * flags a lock-free producer must see. A pause, stop or close issued from
  * inside a callback takes effect before the next item.
  *
  * Channel producers may call at any time, also while the loop finishes the
@@ -20,36 +36,49 @@
  * a reopen's fresh mutex is never one that somebody holds. */
 #include "stream.h"
 
-#define UVT__STREAM_GATE_OPEN 0x80000000u
-
 #define UVT__KIND_STREAM_DONE (UVT__KIND_STREAM ^ (uintptr_t)0xd0d0)
 #define UVT__PUT_SPIN_NS 10000u /* a full buffer: how long a producer spins before it sleeps */
+#define UVT__STREAM_GATE_OPEN 0x80000000u
 
 /* stream->flags: written by any thread, always under stream->mutex. */
 enum {
   UVT__STREAM_CLOSED = 1u << 0,       /* the producer side closed gracefully */
-  UVT__STREAM_SCHEDULED = 1u << 1,    /* stream->msg is queued on the bridge */
-  UVT__STREAM_PRODUCER_DONE = 1u << 2 /* the producer ended (or never will run) */
+  UVT__STREAM_PRODUCER_DONE = 1u << 1 /* the producer ended (or never will run) */
 };
 /* stream->lflags: written only by the loop thread, under stream->mutex, so
- * the loop may read them without the lock. */
+ * the loop may read them without the lock. The same bits in stream->state
+ * (written with them) are what producers read without the lock. */
 enum {
   UVT__STREAM_PAUSED = 1u << 0,         /* no delivery until resumed */
   UVT__STREAM_STOPPED = 1u << 1,        /* aborted: buffer dropped, producers refused */
   UVT__STREAM_BRIDGE_CLOSING = 1u << 2, /* deliver the buffer, then end */
   UVT__STREAM_FINISHED = 1u << 3,       /* the final callback ran or is running */
-  UVT__STREAM_JOINS_PRODUCER = 1u << 4  /* the end waits for PRODUCER_DONE (set at open) */
+  UVT__STREAM_JOINS_PRODUCER = 1u << 4  /* one producer, joined by the end (set at open) */
 };
+#define UVT__STREAM_REFUSING (UVT__STREAM_STOPPED | UVT__STREAM_BRIDGE_CLOSING | UVT__STREAM_FINISHED)
 
+/* Loop thread, lock held: changes lflags and publishes them to producers. */
+static void uvt__stream_set_lflags_locked(uvt__stream_t* stream, unsigned set, unsigned clear) {
+  stream->lflags = (stream->lflags | set) & ~clear;
+  /* Release: a producer that sees a bit sees what the loop did before. */
+  uvt__store_release(&stream->state, stream->lflags);
+}
+
+/* Lock held. */
 static int uvt__stream_refusing(const uvt__stream_t* stream) {
-  return (stream->flags & UVT__STREAM_CLOSED) ||
-         (stream->lflags & (UVT__STREAM_STOPPED | UVT__STREAM_BRIDGE_CLOSING | UVT__STREAM_FINISHED));
+  return (stream->flags & UVT__STREAM_CLOSED) || (stream->lflags & UVT__STREAM_REFUSING);
 }
 
 /* Items may be passed to the callback now (loop thread). */
 static int uvt__stream_deliverable(const uvt__stream_t* stream) {
   if (stream->lflags & (UVT__STREAM_STOPPED | UVT__STREAM_FINISHED)) return 0;
   return !(stream->lflags & UVT__STREAM_PAUSED) || (stream->lflags & UVT__STREAM_BRIDGE_CLOSING);
+}
+
+/* Items published and not yet committed (loop thread). Acquire: pairs with
+ * the producers' release of tail, so the items' slots are written. */
+static uint64_t uvt__stream_buffered(const uvt__stream_t* stream) {
+  return uvt__load_acquire(&stream->tail) - stream->head;
 }
 
 int uvt__stream_is_open(const uvt__stream_t* stream) {
@@ -87,25 +116,85 @@ int uvt__stream_on_loop_side(const uvt__stream_t* stream) {
   return uvt__stream_is_open(stream) && uvt__bridge_on_loop_thread(stream->impl);
 }
 
-/* Queues the stream's message on the bridge unless it is already queued.
- * Any thread, lock held: the stream is open, so the bridge is alive. */
-static void uvt__stream_schedule_locked(uvt__stream_t* stream) {
-  if (stream->flags & UVT__STREAM_SCHEDULED) return;
-  stream->flags |= UVT__STREAM_SCHEDULED;
-  uvt__bridge_post(stream->impl, &stream->msg);
+/* Queues the stream's message on the bridge unless it is queued already.
+ * Any thread while the stream is open (the bridge is alive); a producer
+ * fences between its publish and this (see the top of the file). */
+static void uvt__stream_schedule(uvt__stream_t* stream) {
+  /* Relaxed peek: in a flood the message is queued and this is one load. */
+  if (uvt__load_relaxed(&stream->scheduled)) return;
+  /* Acq_rel exchange: one of the racing schedulers posts. */
+  if (__atomic_exchange_n(&stream->scheduled, 1, __ATOMIC_ACQ_REL) == 0)
+    uvt__bridge_post(stream->impl, &stream->msg);
+}
+
+/* Producer side: writes item into the next slot and publishes it. The
+ * caller checked for room (and holds the mutex unless it is the stream's
+ * one producer). */
+static void uvt__stream_publish(uvt__stream_t* stream, void* item) {
+  stream->ring[stream->tail_slot] = item;
+  if (++stream->tail_slot == stream->cap) stream->tail_slot = 0;
+  /* Release: the slot is written before the loop sees the item. */
+  uvt__store_release(&stream->tail, stream->tail + 1);
+}
+
+/* Producer side, after a publish: wakes the loop unless it is paused.
+ * Seq_cst fence: the publish comes before the reads of state and
+ * scheduled, and the loop clears PAUSED or scheduled before it reads tail
+ * (a fence in its delivery): either it sees the item, or we see it may
+ * need waking. Relaxed reads after the fence. */
+static void uvt__stream_published(uvt__stream_t* stream) {
+  uvt__fence_seq_cst();
+  if (uvt__load_relaxed(&stream->state) & UVT__STREAM_PAUSED) return; /* resume schedules */
+  uvt__stream_schedule(stream);
+}
+
+/* Producer side: whether a slot is free, refreshing the view of head. */
+static int uvt__stream_has_room(uvt__stream_t* stream) {
+  if (stream->tail - stream->seen_head < stream->cap) return 1;
+  /* Acquire: the loop read the slots it freed before it moved head. */
+  stream->seen_head = uvt__load_acquire(&stream->head);
+  return stream->tail - stream->seen_head < stream->cap;
+}
+
+/* Commits the items of the current batch already passed to the callback,
+ * and wakes producers waiting for space. Loop thread. */
+static void uvt__stream_commit(uvt__stream_t* stream) {
+  size_t taken = stream->taken;
+  if (taken == 0) return;
+  stream->taken = 0;
+  stream->head_slot += taken;
+  if (stream->head_slot >= stream->cap) stream->head_slot -= stream->cap;
+  /* Release: our reads of the slots happen before producers refill them. */
+  uvt__store_release(&stream->head, stream->head + taken);
+  /* Seq_cst: head before the read of waiters (top of the file). */
+  uvt__fence_seq_cst();
+  if (uvt__load_relaxed(&stream->waiters) > 0) {
+    uv_mutex_lock(&stream->mutex);
+    uv_cond_broadcast(&stream->space);
+    uv_mutex_unlock(&stream->mutex);
+  }
+}
+
+/* Loop thread: passes the next n buffered items to drop, or discards them. */
+static void uvt__stream_drop(uvt__stream_t* stream, uint64_t n, uvt_drop_cb drop) {
+  for (; n > 0; n--) {
+    void* item = stream->ring[stream->head_slot];
+    if (++stream->head_slot == stream->cap) stream->head_slot = 0;
+    if (drop != NULL) drop(item);
+  }
 }
 
 /* Whether the final callback is due, and with which status. Lock held. */
 static int uvt__stream_final_due(const uvt__stream_t* stream, int* status) {
   if (stream->lflags & UVT__STREAM_FINISHED) return 0;
-  if (stream->waiters > 0) return 0;
+  if (uvt__load_relaxed(&stream->waiters) > 0) return 0;
   if ((stream->lflags & UVT__STREAM_JOINS_PRODUCER) && !(stream->flags & UVT__STREAM_PRODUCER_DONE))
     return 0;
   if (stream->lflags & UVT__STREAM_STOPPED) {
     *status = UV_ECANCELED;
     return 1;
   }
-  if (stream->count > 0) return 0;
+  if (uvt__stream_buffered(stream) > 0) return 0;
   if (stream->lflags & UVT__STREAM_BRIDGE_CLOSING) {
     *status = UV_ECANCELED;
     return 1;
@@ -132,6 +221,10 @@ static void uvt__stream_finish(uvt__stream_t* stream, int status) {
   UVT__TEST_POINT("stream.finish", stream); /* producers may be inside */
   /* Acquire: pairs with the leaves' release. */
   while (uvt__load_acquire(&stream->gate) != 0) uvt__thread_yield();
+  /* A generator's put that raced its stop published after the stop took
+   * the buffer: those items go to the stop's drop now (never lost). */
+  if (stream->lflags & UVT__STREAM_STOPPED)
+    uvt__stream_drop(stream, uvt__stream_buffered(stream), stream->drop);
   uvt__bridge_untrack(stream->impl, &stream->inflight);
   uvt__free(stream->ring);
   stream->ring = NULL;
@@ -141,64 +234,53 @@ static void uvt__stream_finish(uvt__stream_t* stream, int status) {
   stream->deliver(stream, status, NULL); /* may free the stream's owner */
 }
 
-/* Commits the items of the current batch already passed to the callback.
- * Loop thread, lock held. */
-static void uvt__stream_commit_locked(uvt__stream_t* stream) {
-  if (stream->taken == 0) return;
-  stream->head = (stream->head + stream->taken) % stream->cap;
-  /* Relaxed store: producers spinning for space peek at count without the lock. */
-  uvt__store_relaxed(&stream->count, stream->count - stream->taken);
-  stream->taken = 0;
-  if (stream->waiters > 0) uv_cond_broadcast(&stream->space);
-}
-
 static unsigned uvt__stream_deliver_msg(uvt__msg_t* msg, unsigned budget) {
   uvt__stream_t* stream = uvt__container_of(msg, uvt__stream_t, msg);
-  size_t n, base, i, commit_every;
+  uint64_t n, i;
+  size_t slot, commit_every;
   unsigned used = 0;
   int status;
 
-  uv_mutex_lock(&stream->mutex);
-  stream->flags &= ~UVT__STREAM_SCHEDULED;
-  if (stream->lflags & UVT__STREAM_FINISHED) {
-    uv_mutex_unlock(&stream->mutex);
-    return 0;
-  }
-  n = uvt__stream_deliverable(stream) ? stream->count : 0;
+  /* Clear the flag before reading tail (top of the file): a producer that
+   * publishes after our read queues the message again. Release: the
+   * bridge's last writes to the message (its link) happen before the
+   * producer's exchange that finds the flag clear re-links it. */
+  uvt__store_release(&stream->scheduled, 0);
+  uvt__fence_seq_cst();
+  if (stream->lflags & UVT__STREAM_FINISHED) return 0;
+  n = uvt__stream_deliverable(stream) ? uvt__stream_buffered(stream) : 0;
   if (n > budget) n = budget;
-  base = stream->head;
-  uv_mutex_unlock(&stream->mutex);
 
   /* Commit every quarter buffer, so that producers refill the freed slots
    * while the rest of the batch is delivered (the bound stays exact: only
    * items already passed to the callback are released). */
   commit_every = stream->cap / 4 > 0 ? stream->cap / 4 : 1;
+  slot = stream->head_slot;
   stream->taken = 0;
   for (i = 0; i < n && uvt__stream_deliverable(stream); i++) {
-    void* item = stream->ring[(base + i) % stream->cap];
+    void* item = stream->ring[slot];
+    if (++slot == stream->cap) slot = 0;
     stream->taken++;
     used++;
     uvt__bridge_before_callback(stream->impl);
     stream->deliver(stream, 0, item);
-    if (stream->taken >= commit_every && i + 1 < n) {
-      uv_mutex_lock(&stream->mutex);
-      uvt__stream_commit_locked(stream);
-      uv_mutex_unlock(&stream->mutex);
-    }
+    if (stream->taken >= commit_every && i + 1 < n) uvt__stream_commit(stream);
   }
+  uvt__stream_commit(stream);
 
   uv_mutex_lock(&stream->mutex);
-  uvt__stream_commit_locked(stream);
-  /* Finish only while our message is not queued again (a callback may have
-   * scheduled it): the final callback may free the memory it lives in. */
-  if (!(stream->flags & UVT__STREAM_SCHEDULED) && uvt__stream_final_due(stream, &status)) {
-    stream->lflags |= UVT__STREAM_FINISHED;
+  /* Finish only while our message is not queued again (a state change
+   * queued it under this lock; the generator's lock-free puts all come
+   * before its PRODUCER_DONE): the final callback may free the stream. */
+  if (!uvt__load_relaxed(&stream->scheduled) && uvt__stream_final_due(stream, &status)) {
+    uvt__stream_set_lflags_locked(stream, UVT__STREAM_FINISHED, 0);
     uv_mutex_unlock(&stream->mutex);
     uvt__stream_finish(stream, status);
     return used + 1;
   }
   /* Out of budget with items left: come back on the next drain. */
-  if (stream->count > 0 && uvt__stream_deliverable(stream)) uvt__stream_schedule_locked(stream);
+  if (uvt__stream_buffered(stream) > 0 && uvt__stream_deliverable(stream))
+    uvt__stream_schedule(stream);
   uv_mutex_unlock(&stream->mutex);
   return used;
 }
@@ -208,9 +290,9 @@ static unsigned uvt__stream_deliver_msg(uvt__msg_t* msg, unsigned budget) {
 static void uvt__stream_bridge_closing(uvt__inflight_t* node) {
   uvt__stream_t* stream = uvt__container_of(node, uvt__stream_t, inflight);
   uv_mutex_lock(&stream->mutex);
-  stream->lflags |= UVT__STREAM_BRIDGE_CLOSING;
-  if (stream->waiters > 0) uv_cond_broadcast(&stream->space);
-  uvt__stream_schedule_locked(stream);
+  uvt__stream_set_lflags_locked(stream, UVT__STREAM_BRIDGE_CLOSING, 0);
+  if (uvt__load_relaxed(&stream->waiters) > 0) uv_cond_broadcast(&stream->space);
+  uvt__stream_schedule(stream);
   uv_mutex_unlock(&stream->mutex);
   if (stream->closing != NULL) stream->closing(stream);
 }
@@ -226,9 +308,10 @@ int uvt__stream_open(uvt__bridge_impl_t* impl, uvt__stream_t* stream, size_t max
   if (ring == NULL) return UV_ENOMEM;
   /* Always initialised afresh: memory reused since a finish may still carry
    * the finished tag while its mutex bytes were overwritten. (A finished
-   * stream never destroys them, since late producers may still lock them to
-   * learn that it is finished; on the platforms libuv supports, pthread
-   * mutexes and condvars hold no resources until used.) */
+   * stream never destroys them: its final callback may reopen it; on the
+   * platforms libuv supports, pthread mutexes and condvars hold no
+   * resources until used.) No producer is inside a finished stream's gate,
+   * so none holds this mutex (see the top of the file). */
   if ((rc = uv_mutex_init(&stream->mutex)) != 0) goto fail;
   if ((rc = uv_cond_init(&stream->space)) != 0) {
     uv_mutex_destroy(&stream->mutex);
@@ -236,16 +319,18 @@ int uvt__stream_open(uvt__bridge_impl_t* impl, uvt__stream_t* stream, size_t max
   }
   stream->ring = ring;
   stream->cap = max_size;
-  stream->head = stream->taken = 0;
-  uvt__store_relaxed(&stream->count, (size_t)0);
+  stream->tail = stream->head = stream->seen_head = 0;
+  stream->tail_slot = stream->head_slot = stream->taken = 0;
   stream->waiters = 0;
+  stream->scheduled = 0;
   stream->flags = 0;
-  stream->lflags = joins_producer ? UVT__STREAM_JOINS_PRODUCER : 0;
+  stream->lflags = stream->state = joins_producer ? UVT__STREAM_JOINS_PRODUCER : 0;
   stream->status = 0;
   stream->ctx = uvt_context_get();
   stream->impl = impl;
   stream->deliver = deliver;
   stream->closing = closing;
+  stream->drop = NULL;
   stream->msg.deliver = uvt__stream_deliver_msg;
   stream->inflight.closing = uvt__stream_bridge_closing;
   uvt__bridge_track(impl, &stream->inflight);
@@ -277,6 +362,18 @@ int uvt__stream_put(uvt__stream_t* stream, void* item, uint64_t timeout_ms, int 
   int spun = 0;
   int rc;
 
+  /* The one producer of a joined stream (a generator) needs no lock while
+   * there is room. Acquire: pairs with the loop's release of state. */
+  unsigned state = uvt__load_acquire(&stream->state);
+  if (state & UVT__STREAM_JOINS_PRODUCER) {
+    if (state & UVT__STREAM_REFUSING) return UV_EPIPE;
+    if (uvt__stream_has_room(stream)) {
+      uvt__stream_publish(stream, item);
+      uvt__stream_published(stream);
+      return 0;
+    }
+  }
+
   if (timeout_ms != UINT64_MAX && timeout_ms != 0) deadline = uvt__deadline_after_ms(timeout_ms);
   uv_mutex_lock(&stream->mutex);
   UVT__TEST_POINT("stream.put.locked", stream); /* the loop may finish the stream */
@@ -285,10 +382,9 @@ int uvt__stream_put(uvt__stream_t* stream, void* item, uint64_t timeout_ms, int 
       rc = UV_EPIPE;
       break;
     }
-    if (stream->count < stream->cap) {
-      stream->ring[(stream->head + stream->count) % stream->cap] = item;
-      uvt__store_relaxed(&stream->count, stream->count + 1);
-      if (!(stream->lflags & UVT__STREAM_PAUSED)) uvt__stream_schedule_locked(stream);
+    if (uvt__stream_has_room(stream)) {
+      uvt__stream_publish(stream, item);
+      uvt__stream_published(stream);
       rc = 0;
       break;
     }
@@ -296,40 +392,49 @@ int uvt__stream_put(uvt__stream_t* stream, void* item, uint64_t timeout_ms, int 
       rc = full_err;
       break;
     }
+    /* Counted, then a fence, then the last look at head: the loop moves
+     * head, fences, then reads waiters, so either it sees us or we see
+     * head moved (and it wakes us under the mutex we hold until we wait). */
+    uvt__fetch_add_seq_cst(&stream->waiters, 1u);
+    uvt__fence_seq_cst();
+    waited = 1;
     if (!spun) {
       /* The loop frees a quarter of the buffer at a time: wait for that
        * briefly before sleeping, which saves two context switches. The
        * spinner counts as a waiter: the final callback, which may free the
        * stream, waits for it to come back and leave. */
       spun = 1;
-      stream->waiters++;
-      waited = 1;
       uv_mutex_unlock(&stream->mutex);
       UVT__TEST_POINT("stream.put.spin", stream); /* the stream may end here */
-      UVT__SPIN_WHILE(uvt__load_relaxed(&stream->count) >= stream->cap, UVT__PUT_SPIN_NS);
+      UVT__SPIN_WHILE(uvt__load_relaxed(&stream->tail) - uvt__load_relaxed(&stream->head) >=
+                          stream->cap,
+                      UVT__PUT_SPIN_NS);
       uv_mutex_lock(&stream->mutex);
-      stream->waiters--;
+      uvt__fetch_sub_seq_cst(&stream->waiters, 1u);
       continue;
     }
-    stream->waiters++;
-    waited = 1;
+    if (uvt__stream_has_room(stream) || uvt__stream_refusing(stream)) {
+      uvt__fetch_sub_seq_cst(&stream->waiters, 1u);
+      continue;
+    }
     if (timeout_ms == UINT64_MAX || deadline == UINT64_MAX) {
       uv_cond_wait(&stream->space, &stream->mutex);
     } else {
       uint64_t now = uv_hrtime();
       if (now >= deadline ||
           uv_cond_timedwait(&stream->space, &stream->mutex, deadline - now) == UV_ETIMEDOUT) {
-        stream->waiters--;
-        if (stream->count < stream->cap || uvt__stream_refusing(stream)) continue;
+        uvt__fetch_sub_seq_cst(&stream->waiters, 1u);
+        if (uvt__stream_has_room(stream) || uvt__stream_refusing(stream)) continue;
         rc = full_err;
         break;
       }
     }
-    stream->waiters--;
+    uvt__fetch_sub_seq_cst(&stream->waiters, 1u);
   }
   /* The last producer leaving a refusing stream may be what its end waits for. */
-  if (waited && stream->waiters == 0 && rc == UV_EPIPE && !(stream->lflags & UVT__STREAM_FINISHED))
-    uvt__stream_schedule_locked(stream);
+  if (waited && uvt__load_relaxed(&stream->waiters) == 0 && rc == UV_EPIPE &&
+      !(stream->lflags & UVT__STREAM_FINISHED))
+    uvt__stream_schedule(stream);
   uv_mutex_unlock(&stream->mutex);
   return rc;
 }
@@ -353,8 +458,8 @@ int uvt__stream_close(uvt__stream_t* stream) {
     rc = UV_EPIPE;
   } else {
     stream->flags |= UVT__STREAM_CLOSED;
-    if (stream->waiters > 0) uv_cond_broadcast(&stream->space);
-    uvt__stream_schedule_locked(stream);
+    if (uvt__load_relaxed(&stream->waiters) > 0) uv_cond_broadcast(&stream->space);
+    uvt__stream_schedule(stream);
   }
   uv_mutex_unlock(&stream->mutex);
   return rc;
@@ -372,7 +477,7 @@ void uvt__stream_producer_done(uvt__stream_t* stream, int status) {
   uv_mutex_lock(&stream->mutex);
   stream->status = status;
   stream->flags |= UVT__STREAM_PRODUCER_DONE;
-  uvt__stream_schedule_locked(stream);
+  uvt__stream_schedule(stream);
   uv_mutex_unlock(&stream->mutex);
 }
 
@@ -383,37 +488,38 @@ int uvt__stream_pause(uvt__stream_t* stream, int pause) {
     return UV_EINVAL; /* stopped or finished: not open any more */
   }
   if (pause) {
-    stream->lflags |= UVT__STREAM_PAUSED;
+    uvt__stream_set_lflags_locked(stream, UVT__STREAM_PAUSED, 0);
   } else if (stream->lflags & UVT__STREAM_PAUSED) {
-    stream->lflags &= ~UVT__STREAM_PAUSED;
-    uvt__stream_schedule_locked(stream);
+    uvt__stream_set_lflags_locked(stream, 0, UVT__STREAM_PAUSED);
+    uvt__stream_schedule(stream);
   }
   uv_mutex_unlock(&stream->mutex);
   return 0;
 }
 
 int uvt__stream_stop(uvt__stream_t* stream, uvt_drop_cb drop) {
-  size_t n, base, i;
+  uint64_t n;
   uv_mutex_lock(&stream->mutex);
   if (stream->lflags & (UVT__STREAM_STOPPED | UVT__STREAM_FINISHED)) {
     uv_mutex_unlock(&stream->mutex);
     return UV_EINVAL;
   }
-  uvt__stream_commit_locked(stream); /* stopped from inside the callback */
-  stream->lflags |= UVT__STREAM_STOPPED;
-  if (stream->waiters > 0) uv_cond_broadcast(&stream->space);
-  n = stream->count;
-  base = stream->head;
+  uvt__stream_set_lflags_locked(stream, UVT__STREAM_STOPPED, 0);
+  stream->drop = drop;
+  if (uvt__load_relaxed(&stream->waiters) > 0) uv_cond_broadcast(&stream->space);
   uv_mutex_unlock(&stream->mutex);
 
-  /* Producers are refused now, so nobody writes the ring: drop outside the
-   * lock, so that drop may call back into the library. */
-  for (i = 0; drop != NULL && i < n; i++) drop(stream->ring[(base + i) % stream->cap]);
+  /* Stopped from inside the callback: what it was given is delivered. */
+  uvt__stream_commit(stream);
+  /* Producers are refused now (one generator put may still race the flag:
+   * the finish drops what it published). Drop outside the lock, so that
+   * drop may call back into the library. */
+  n = uvt__stream_buffered(stream);
+  uvt__stream_drop(stream, n, drop);
+  uvt__store_release(&stream->head, stream->head + n);
 
   uv_mutex_lock(&stream->mutex);
-  stream->head = (base + n) % stream->cap;
-  uvt__store_relaxed(&stream->count, (size_t)0);
-  uvt__stream_schedule_locked(stream); /* the final callback, once producers left */
+  uvt__stream_schedule(stream); /* the final callback, once producers left */
   uv_mutex_unlock(&stream->mutex);
   return 0;
 }

@@ -479,7 +479,65 @@ static void test_many(void) {
   ASSERT_OK(uvt_pool_free(pool));
 }
 
+/* The generator puts without a lock while the loop pauses, resumes and
+ * stops: tiny buffers, a stop after a random number of items (some racing
+ * a put), pause toggles from the callback. Books must balance exactly:
+ * every accepted item delivered (in order) or dropped, once. */
+static unsigned race_seed = 12345;
+static unsigned race_rand(void) {
+  race_seed = race_seed * 1103515245u + 12345u;
+  return race_seed >> 8;
+}
+typedef struct {
+  gen_t g;
+  int stop_at, toggle_every;
+} race_t;
+static void race_resume(void* arg) { /* a uvt_call: on the loop, next drain */
+  race_t* r = arg;
+  if (r->g.finals == 0 && r->g.paused) {
+    r->g.paused = 0;
+    ASSERT_OK(uvt_iter_resume(&r->g.it));
+  }
+}
+static void race_cb(uvt_iter_t* it, int status, void* item) {
+  race_t* r = (race_t*)it;
+  gen_cb(it, status, item);
+  if (item == NULL) return;
+  if (r->g.delivered == r->stop_at) {
+    ASSERT_OK(uvt_iter_stop(it, drop_item));
+  } else if (r->toggle_every && r->g.delivered % r->toggle_every == 0) {
+    ASSERT_OK(uvt_iter_pause(it));
+    r->g.paused = 1;
+    ASSERT_OK(uvt_call(it->bridge, race_resume, r));
+  }
+}
+static void test_lockfree_stress(void) {
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uvt_pool_t* pool = test_pool(0, 2);
+  static race_t r;
+  int round;
+  setup(&loop, &b, pool);
+  for (round = 0; round < 200; round++) {
+    size_t max_size = (size_t)(1 + race_rand() % 8);
+    dropped_total = 0;
+    gen_init(&r.g, -1, max_size);
+    r.stop_at = 1 + (int)(race_rand() % 300);
+    r.toggle_every = (int)(race_rand() % 4) * 7;
+    ASSERT_OK(uvt_threaded_iterable(&b, &r.g.it, max_size, counting_gen, race_cb));
+    ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+    ASSERT_EQ(r.g.finals, 1);
+    ASSERT_EQ(r.g.final_status, UV_ECANCELED);
+    ASSERT_EQ(r.g.delivered, r.stop_at);
+    ASSERT(r.g.in_order);
+    ASSERT_EQ(r.g.refused, 1);
+    check_books(&r.g);
+  }
+  test_close_all(&loop, &b);
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
 TEST_MAIN(TEST(test_basic), TEST(test_max_size_1), TEST(test_error_after_items),
           TEST(test_error_before_items), TEST(test_close_infinite), TEST(test_close_unconsumed),
           TEST(test_pause_resume), TEST(test_close_before_start), TEST(test_separate_saturated),
-          TEST(test_bridge_close), TEST(test_errors), TEST(test_many))
+          TEST(test_bridge_close), TEST(test_errors), TEST(test_many), TEST(test_lockfree_stress))
