@@ -44,6 +44,7 @@ typedef struct uvt__bridge_impl_s {
   uvt_batch_cb batch_enter, batch_leave;
   int batch_hooked; /* either hook is set */
   int in_batch;     /* this drain delivered a callback: leave is due */
+  int busy;         /* a drain delivered since the last missed spin (bridge.c) */
   int user_ref;
   int closing; /* loop thread; other threads read the gate's closing bit */
   uvt__producer_t producer; /* how this loop submits to the pool */
