@@ -28,10 +28,13 @@
  *
  * Deadlines sit in a pairing heap (internal.h) with one uv_timer armed for
  * the nearest: a start is O(1), a stop O(log n) amortised, however the
- * deadlines of the requests in flight interleave. The timer is set in
- * whole milliseconds of loop time, which may lag the clock, so it can fire
- * early: its callback compares with uv_hrtime() and sets itself again for
- * what is not yet due. */
+ * deadlines of the requests in flight interleave. The timer counts in
+ * the loop's milliseconds, which come from the same monotonic clock as
+ * uv_hrtime() but rounded down (and read at most a millisecond late), so
+ * it is set for the deadline's millisecond rounded up: it never fires
+ * early, and late by about a millisecond plus the loop's own delay. Its
+ * callback still compares with uv_hrtime() and sets itself again for what
+ * is not yet due. */
 #include "bridge.h"
 
 #define UVT__DRAIN_BUDGET 1000u
@@ -311,17 +314,17 @@ static void uvt__bridge_first_cb(uv_timer_t* first) {
 static void uvt__bridge_deadlines_cb(uv_timer_t* timer);
 
 /* Sets the deadline timer for the nearest deadline, or stops it. */
-static void uvt__bridge_arm_deadlines(uvt__bridge_impl_t* impl, uint64_t now) {
-  uint64_t due, ms;
+static void uvt__bridge_arm_deadlines(uvt__bridge_impl_t* impl) {
+  uint64_t due_ms, now_ms;
   if (impl->timed == NULL) {
     uv_timer_stop(&impl->deadlines);
     return;
   }
-  due = impl->timed->key;
-  /* Rounded up: a timer due in less than 1 ms would fire at once and find
-   * nothing due. */
-  ms = due > now ? (due - now + 999999u) / 1000000u : 0;
-  uv_timer_start(&impl->deadlines, uvt__bridge_deadlines_cb, ms, 0);
+  /* In the loop's time: its cached now may be stale, and the timer is due
+   * at that now + the timeout (see the top of the file). */
+  due_ms = impl->timed->key / 1000000u + (impl->timed->key % 1000000u != 0);
+  now_ms = uv_now(impl->deadlines.loop);
+  uv_timer_start(&impl->deadlines, uvt__bridge_deadlines_cb, due_ms > now_ms ? due_ms - now_ms : 0, 0);
 }
 
 static void uvt__bridge_deadlines_cb(uv_timer_t* timer) {
@@ -333,14 +336,14 @@ static void uvt__bridge_deadlines_cb(uv_timer_t* timer) {
     t->armed = 0;
     t->expire(t);
   }
-  uvt__bridge_arm_deadlines(impl, now);
+  uvt__bridge_arm_deadlines(impl);
 }
 
 void uvt__bridge_timed_start(uvt__bridge_impl_t* impl, uvt__timed_t* t) {
   uvt__heap_insert(&impl->timed, &t->node);
   t->armed = 1;
   /* Only a new nearest deadline moves the timer. */
-  if (impl->timed == &t->node) uvt__bridge_arm_deadlines(impl, uv_hrtime());
+  if (impl->timed == &t->node) uvt__bridge_arm_deadlines(impl);
 }
 
 void uvt__bridge_timed_stop(uvt__bridge_impl_t* impl, uvt__timed_t* t) {

@@ -162,9 +162,9 @@ int uvt__lane_submit(uvt_pool_t* pool, uvt_lane_t* lane, uvt__lane_link_t* link,
 int uvt__lane_start(uvt__lane_link_t* link) {
   int queued = UVT__LINK_QUEUED;
   int next;
-  UVT__TEST_POINT("lane.start", link); /* the loop may expire it here */
   next = link->deadline != UINT64_MAX && uv_hrtime() >= link->deadline ? UVT__LINK_EXPIRED
                                                                       : UVT__LINK_RUNNING;
+  UVT__TEST_POINT("lane.start", link); /* its deadline may pass and the loop expire it */
   /* Relaxed: the state only decides who reports the task and with what
    * status; the task's data travel with the pool's handoff and the
    * bridge's post. A failed CAS found EXPIRED, set by the loop (which sets
