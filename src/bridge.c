@@ -324,7 +324,8 @@ static void uvt__bridge_arm_deadlines(uvt__bridge_impl_t* impl) {
    * at that now + the timeout (see the top of the file). */
   due_ms = impl->timed->key / 1000000u + (impl->timed->key % 1000000u != 0);
   now_ms = uv_now(impl->deadlines.loop);
-  uv_timer_start(&impl->deadlines, uvt__bridge_deadlines_cb, due_ms > now_ms ? due_ms - now_ms : 0, 0);
+  uv_timer_start(&impl->deadlines, uvt__bridge_deadlines_cb, due_ms > now_ms ? due_ms - now_ms : 0,
+                 0);
 }
 
 static void uvt__bridge_deadlines_cb(uv_timer_t* timer) {

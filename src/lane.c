@@ -209,8 +209,8 @@ int uvt__lane_withdraw(uvt_pool_t* pool, uvt__lane_link_t* link) {
     else
       lane->cancelled++;
     uvt__store_relaxed(&link->state, gone);
-  } else if (state == UVT__LINK_QUEUED &&
-             (expired ? uvt__pool_expire(pool, link->task) : uvt__pool_cancel(pool, link->task)) == 0) {
+  } else if (state == UVT__LINK_QUEUED && (expired ? uvt__pool_expire(pool, link->task)
+                                                   : uvt__pool_cancel(pool, link->task)) == 0) {
     /* No worker has it, and none will. */
     uvt__store_relaxed(&link->state, gone);
     if (lane != NULL) {
@@ -336,6 +336,7 @@ int uvt_lane_stats(uvt_lane_t* lane, uvt_lane_stats_t* out) {
   if (oldest_queued != 0)
     out->oldest_queued_ns = (uint64_t)((double)uvt__ticks_since(oldest_queued, now) * ns_per_tick);
   if (oldest_running != 0)
-    out->oldest_running_ns = (uint64_t)((double)uvt__ticks_since(oldest_running, now) * ns_per_tick);
+    out->oldest_running_ns =
+        (uint64_t)((double)uvt__ticks_since(oldest_running, now) * ns_per_tick);
   return 0;
 }

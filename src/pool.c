@@ -854,7 +854,8 @@ int uvt_pool_stats(uvt_pool_t* pool, uvt_pool_stats_t* out) {
   if (oldest_queued != 0)
     out->oldest_queued_ns = (uint64_t)((double)uvt__ticks_since(oldest_queued, now) * ns_per_tick);
   if (oldest_running != 0)
-    out->oldest_running_ns = (uint64_t)((double)uvt__ticks_since(oldest_running, now) * ns_per_tick);
+    out->oldest_running_ns =
+        (uint64_t)((double)uvt__ticks_since(oldest_running, now) * ns_per_tick);
   out->threads = uvt__load_relaxed(&pool->threads);
   out->idle_threads = uvt__load_relaxed(&pool->parked) + pool->spinning;
   out->running = started > out->completed + skipped ? started - out->completed - skipped : 0;

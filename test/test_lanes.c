@@ -250,7 +250,8 @@ static void test_saturated_lane_holds_no_thread(void) {
     ASSERT_OK(submit(&b, &jobs[i], slow, 0));
   }
   gate_await_waiters(&gate, 2);
-  for (i = SLOW; i < SLOW + PLAIN; i++) ASSERT_OK(uvt_threaded(&b, &jobs[i].req, job_work, job_after));
+  for (i = SLOW; i < SLOW + PLAIN; i++)
+    ASSERT_OK(uvt_threaded(&b, &jobs[i].req, job_work, job_after));
   for (; i < SLOW + PLAIN + OTHER; i++) ASSERT_OK(submit(&b, &jobs[i], other, 0));
   run_until_afters(&loop, PLAIN + OTHER); /* the slow lane is still blocked */
   ASSERT_OK(uvt_lane_stats(slow, &st));
@@ -762,7 +763,8 @@ typedef struct {
 
 static void shared_work(uvt_work_t* req) {
   int zero = 0;
-  ASSERT(__atomic_compare_exchange_n(&shared.in_lane, &zero, 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+  ASSERT(__atomic_compare_exchange_n(&shared.in_lane, &zero, 1, 0, __ATOMIC_SEQ_CST,
+                                     __ATOMIC_SEQ_CST));
   shared.counter++;
   __atomic_store_n(&shared.in_lane, 0, __ATOMIC_SEQ_CST);
   ((job_t*)req)->ran++;
@@ -923,9 +925,10 @@ static void test_exact_books(void) {
   memset(jobs, 0, sizeof(jobs));
   setup(&loop, &b, pool);
   for (i = 0; i < N; i++) {
+    uvt_lane_t* lane = heap_rnd(3) == 0 ? NULL : lanes[heap_rnd(2)];
     int rc;
     jobs[i].sleep_ms = heap_rnd(8) == 0 ? 1 : 0;
-    rc = submit(&b, &jobs[i], heap_rnd(3) == 0 ? NULL : lanes[heap_rnd(2)], heap_rnd(3) ? 0 : 1 + heap_rnd(5));
+    rc = submit(&b, &jobs[i], lane, heap_rnd(3) ? 0 : 1 + heap_rnd(5));
     if (rc == UV_EAGAIN) {
       jobs[i].afters = -1; /* not taken */
       continue;

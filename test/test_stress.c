@@ -477,7 +477,8 @@ static void test_stress(void) {
   uv_thread_t threads[LOOPS], reader_thread;
   const char* env = getenv("UVT_STRESS_SECONDS");
   double seconds = env ? atof(env) : 1.0;
-  long ops = 0, work = 0, iters = 0, chans = 0, calls = 0, awaits = 0, lane_tasks = 0, lane_expired = 0;
+  long ops = 0, work = 0, iters = 0, chans = 0, calls = 0, awaits = 0;
+  long lane_tasks = 0, lane_expired = 0;
   int i;
   uvt_pool_options_init(&opts);
   opts.max_threads = 3;
