@@ -203,10 +203,11 @@ UVT_EXTERN int uvt_pool_free(uvt_pool_t* pool);
 /* The process-wide pool, created on first use with the defaults, except that
  * max_threads comes from the environment variable UVT_POOL_SIZE (1..1024)
  * when set. NULL if it could not be created. It lives until the library is
- * unloaded or the process exits; then, if no bridge uses it, its threads
- * are stopped and joined (a program that closed its bridges leaves no
- * thread behind, and a plugin or Node.js addon embedding the library can
- * be dlclose()d); with a bridge still open they are left running.
+ * unloaded or the process exits; then, if no bridge uses it and no lane of
+ * it exists, its threads are stopped and joined (a program that closed its
+ * bridges and freed its lanes leaves no thread behind, and a plugin or
+ * Node.js addon embedding the library can be dlclose()d); otherwise they
+ * are left running.
  *
  * fork(): a child has only the thread that called fork(). It may always
  * exit or exec. It must not use the pools, bridges, iterators or channels

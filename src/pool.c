@@ -776,10 +776,10 @@ uvt_pool_t* uvt_pool_default(void) {
 /* The library is unloaded (dlclose of a plugin or a Node addon that embeds
  * it) or the process exits: the default pool's threads must not outlive
  * the library's code, and a program that closed everything must leave no
- * thread unjoined (ThreadSanitizer reports one as a leak). If no bridge
- * uses the pool any more, it is stopped and its threads joined; otherwise
- * (a program exiting with bridges open, or exit() called on one of its
- * threads) it is left as it is. */
+ * thread unjoined (ThreadSanitizer reports one as a leak). If no bridge or
+ * lane uses the pool any more, it is stopped and its threads joined;
+ * otherwise (a program exiting with bridges open or lanes not freed, or
+ * exit() called on one of its threads) it is left as it is. */
 UVT__DESTRUCTOR static void uvt__default_pool_unload(void) {
   if (uvt__default_pool != NULL && uvt__pool_stop(uvt__default_pool) == 0)
     uvt__default_pool = NULL;
