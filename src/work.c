@@ -142,19 +142,20 @@ static void uvt__work_bridge_closing(uvt__inflight_t* node) {
   uvt__work_try_cancel(req->bridge->uvt__impl, req);
 }
 
-static int uvt__work_submit(uvt_bridge_t* bridge, uvt_work_t* req, uvt_work_cb work,
-                            uvt_after_work_cb after, int kind, const uvt_work_options_t* opts) {
-  uvt__bridge_impl_t* impl = uvt__bridge_get(bridge);
-  uint64_t deadline = UINT64_MAX;
+/* The checks every submission makes first: 0 or its error. */
+static int uvt__work_check(uvt__bridge_impl_t* impl, uvt_work_t* req, uvt_work_cb work) {
   int rc;
   if (impl == NULL || req == NULL || work == NULL) return UV_EINVAL;
   if ((rc = uvt__bridge_check_submit(impl)) != 0) return rc;
   if (uvt__work_in_flight(req)) return UV_EBUSY;
-  if (kind == UVT__WORK_LANED) {
-    if (opts->lane != NULL && uvt__lane_pool(opts->lane) != bridge->pool) return UV_EINVAL;
-    if (opts->queue_timeout_ms != 0) deadline = uvt__deadline_after_ms(opts->queue_timeout_ms);
-  }
+  return 0;
+}
 
+/* Fills req (with the pool's hooks) and marks it in flight: it is so
+ * before the task is published, since the work function may ask
+ * (uvt_cancel from the worker reads the tag). */
+static void uvt__work_prepare(uvt_bridge_t* bridge, uvt_work_t* req, uvt_work_cb work,
+                              uvt_after_work_cb after, int kind) {
   req->bridge = bridge;
   req->uvt__work = work;
   req->uvt__after = after;
@@ -167,23 +168,11 @@ static int uvt__work_submit(uvt_bridge_t* bridge, uvt_work_t* req, uvt_work_cb w
   req->uvt__task.done = uvt__work_task_done;
   req->uvt__task.where = 0;
   req->uvt__inflight.closing = uvt__work_bridge_closing;
-  if (kind == UVT__WORK_LANED) {
-    req->uvt__msg.deliver = uvt__work_laned_deliver;
-    req->uvt__task.work = uvt__work_laned_run;
-    req->uvt__task.done = uvt__work_laned_done;
-    req->uvt__timed.armed = 0;
-  }
-
-  /* In flight before the task is published: the work function may ask
-   * (uvt_cancel from the worker reads the tag). */
   uvt__store_relaxed(&req->uvt__tag, UVT__TAG(req, UVT__KIND_WORK));
-  if (kind == UVT__WORK_SEPARATE)
-    rc = uvt__pool_spawn(bridge->pool, uvt__work_separate_main, req);
-  else if (kind == UVT__WORK_LANED)
-    rc = uvt__lane_submit(bridge->pool, opts->lane, &req->uvt__link, &req->uvt__task, deadline,
-                          &impl->producer);
-  else
-    rc = uvt__pool_submit(bridge->pool, &req->uvt__task, &impl->producer);
+}
+
+/* After the submit that returned rc: the request is in flight, or not. */
+static int uvt__work_submitted(uvt__bridge_impl_t* impl, uvt_work_t* req, int rc) {
   if (rc != 0) {
     uvt__store_relaxed(&req->uvt__tag, (uintptr_t)0);
     return rc;
@@ -192,6 +181,41 @@ static int uvt__work_submit(uvt_bridge_t* bridge, uvt_work_t* req, uvt_work_cb w
   /* The completion is delivered on this thread, after we return, so the
    * bookkeeping below cannot race with it. */
   uvt__bridge_track(impl, &req->uvt__inflight);
+  return 0;
+}
+
+static int uvt__work_submit(uvt_bridge_t* bridge, uvt_work_t* req, uvt_work_cb work,
+                            uvt_after_work_cb after, int kind) {
+  uvt__bridge_impl_t* impl = uvt__bridge_get(bridge);
+  int rc;
+  if ((rc = uvt__work_check(impl, req, work)) != 0) return rc;
+  uvt__work_prepare(bridge, req, work, after, kind);
+  if (kind == UVT__WORK_SEPARATE)
+    rc = uvt__pool_spawn(bridge->pool, uvt__work_separate_main, req);
+  else
+    rc = uvt__pool_submit(bridge->pool, &req->uvt__task, &impl->producer);
+  return uvt__work_submitted(impl, req, rc);
+}
+
+/* Through lane.c: a lane, a queue deadline, or both. */
+static int uvt__work_submit_laned(uvt_bridge_t* bridge, uvt_work_t* req,
+                                  const uvt_work_options_t* opts, uvt_work_cb work,
+                                  uvt_after_work_cb after) {
+  uvt__bridge_impl_t* impl = uvt__bridge_get(bridge);
+  uint64_t deadline = UINT64_MAX;
+  int rc;
+  if ((rc = uvt__work_check(impl, req, work)) != 0) return rc;
+  if (opts->lane != NULL && uvt__lane_pool(opts->lane) != bridge->pool) return UV_EINVAL;
+  if (opts->queue_timeout_ms != 0) deadline = uvt__deadline_after_ms(opts->queue_timeout_ms);
+  uvt__work_prepare(bridge, req, work, after, UVT__WORK_LANED);
+  req->uvt__msg.deliver = uvt__work_laned_deliver;
+  req->uvt__task.work = uvt__work_laned_run;
+  req->uvt__task.done = uvt__work_laned_done;
+  req->uvt__timed.armed = 0;
+  rc = uvt__lane_submit(bridge->pool, opts->lane, &req->uvt__link, &req->uvt__task, deadline,
+                        &impl->producer);
+  if ((rc = uvt__work_submitted(impl, req, rc)) != 0) return rc;
+  /* A timeout too large for the clock means none. */
   if (deadline != UINT64_MAX) {
     req->uvt__timed.node.key = deadline;
     req->uvt__timed.expire = uvt__work_laned_expire;
@@ -202,19 +226,19 @@ static int uvt__work_submit(uvt_bridge_t* bridge, uvt_work_t* req, uvt_work_cb w
 
 int uvt_threaded(uvt_bridge_t* bridge, uvt_work_t* req, uvt_work_cb work,
                  uvt_after_work_cb after) {
-  return uvt__work_submit(bridge, req, work, after, UVT__WORK_POOL, NULL);
+  return uvt__work_submit(bridge, req, work, after, UVT__WORK_POOL);
 }
 
 int uvt_threaded_separate(uvt_bridge_t* bridge, uvt_work_t* req, uvt_work_cb work,
                           uvt_after_work_cb after) {
-  return uvt__work_submit(bridge, req, work, after, UVT__WORK_SEPARATE, NULL);
+  return uvt__work_submit(bridge, req, work, after, UVT__WORK_SEPARATE);
 }
 
 int uvt_threaded_ex(uvt_bridge_t* bridge, uvt_work_t* req, const uvt_work_options_t* opts,
                     uvt_work_cb work, uvt_after_work_cb after) {
   if (opts == NULL || (opts->lane == NULL && opts->queue_timeout_ms == 0))
-    return uvt__work_submit(bridge, req, work, after, UVT__WORK_POOL, NULL);
-  return uvt__work_submit(bridge, req, work, after, UVT__WORK_LANED, opts);
+    return uvt__work_submit(bridge, req, work, after, UVT__WORK_POOL);
+  return uvt__work_submit_laned(bridge, req, opts, work, after);
 }
 
 int uvt_cancel(uvt_work_t* req) {
