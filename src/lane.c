@@ -183,6 +183,7 @@ void uvt__lane_finish(uvt__lane_link_t* link) {
   uv_mutex_lock(&lane->mutex);
   uvt__queue_remove(&link->node);
   lane->nactive--;
+  /* Relaxed: this worker's own CAS settled it (uvt__lane_start). */
   if (uvt__load_relaxed(&link->state) == UVT__LINK_RUNNING)
     lane->completed++;
   else
@@ -198,6 +199,9 @@ int uvt__lane_withdraw(uvt_pool_t* pool, uvt__lane_link_t* link) {
   int rc = expired ? UV_ETIMEDOUT : UV_ECANCELED;
   int state;
   if (lane != NULL) uv_mutex_lock(&lane->mutex);
+  /* Relaxed: every writer but a worker's CAS held the lane's mutex or was
+   * this thread; a worker's CAS is settled below (the pool's withdraw, then
+   * our own CAS, and a fresh load). */
   state = uvt__load_relaxed(&link->state);
   if (state == UVT__LINK_WAITING) {
     uvt__queue_remove(&link->node);

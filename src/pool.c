@@ -819,7 +819,9 @@ int uvt_pool_stats(uvt_pool_t* pool, uvt_pool_stats_t* out) {
     if ((v = uvt__load_relaxed(&w->wait_ns_max)) > out->wait_ns_max) out->wait_ns_max = v;
     oldest_running = uvt__ticks_earliest(oldest_running, uvt__load_relaxed(&w->running_since));
   }
-  /* What the lanes hold back (see uvt__backlog_t). */
+  /* What the lanes hold back (see uvt__backlog_t). Relaxed: each field is
+   * a snapshot, written under its lane's mutex, which we do not take; the
+   * sums may be off by a task in flight between fields (clamped). */
   held_cancelled = pool->held_cancelled;
   held_expired = pool->held_expired;
   oldest_queued = 0;
