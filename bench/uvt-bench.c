@@ -851,6 +851,165 @@ static void print_host_mode(const char* when) {
   json_first = 0;
 }
 
+/* ---- lanes: fast tasks beside a flood of slow ones ----------------------- */
+
+/* A 4-thread pool. LANES_SLOW tasks of 50 ms are always in flight (each
+ * resubmitted as it ends), and a timer submits one no-op "fast" task every
+ * millisecond; the scenario measures the fast tasks' round trip. With the
+ * slow tasks in a lane of max_running 2, two threads stay for the fast
+ * ones; without lanes (everything plain on the same pool), or with
+ * uv_queue_work, a fast task queues behind the slow ones. */
+#define LANES_SLOW 16
+#define LANES_SLOW_MS 50
+#define LANES_FAST_MAX 4096 /* fast tasks in flight at most */
+static struct {
+  uvt_bridge_t* b;
+  uvt_lane_t* lane; /* NULL: everything plain */
+  uv_loop_t* loop;
+  uv_timer_t tick;
+  uint64_t end;
+  double* lat; /* us */
+  long nlat, cap;
+  int free_top;
+  int free_idx[LANES_FAST_MAX];
+  uint64_t t0[LANES_FAST_MAX];
+} ln;
+static uvt_work_t ln_fast[LANES_FAST_MAX], ln_slow[LANES_SLOW];
+static uv_work_t ln_uv_fast[LANES_FAST_MAX], ln_uv_slow[LANES_SLOW];
+
+static void ln_reset(double seconds, uv_loop_t* loop) {
+  int i;
+  ln.loop = loop;
+  ln.end = uv_hrtime() + (uint64_t)(seconds * 1e9);
+  ln.cap = (long)(seconds * 1000) + 1000;
+  ln.lat = malloc(sizeof(double) * (size_t)ln.cap);
+  ln.nlat = 0;
+  ln.free_top = LANES_FAST_MAX;
+  for (i = 0; i < LANES_FAST_MAX; i++) ln.free_idx[i] = i;
+}
+static int ln_take(void) { return ln.free_top > 0 ? ln.free_idx[--ln.free_top] : -1; }
+static void ln_done(int i) {
+  if (ln.nlat < ln.cap) ln.lat[ln.nlat++] = (double)(uv_hrtime() - ln.t0[i]) / 1e3;
+  ln.free_idx[ln.free_top++] = i;
+}
+static void ln_finish(double out[2]) {
+  double p[3];
+  percentiles(ln.lat, ln.nlat, p);
+  out[0] = p[0];
+  out[1] = p[1];
+  free(ln.lat);
+}
+
+static void ln_slow_work(uvt_work_t* req) {
+  (void)req;
+  uv_sleep(LANES_SLOW_MS);
+}
+static void ln_slow_after(uvt_work_t* req, int status) {
+  uvt_work_options_t o = {ln.lane, 0};
+  (void)status;
+  if (uv_hrtime() < ln.end) CHECK(uvt_threaded_ex(ln.b, req, &o, ln_slow_work, ln_slow_after));
+}
+static void ln_fast_after(uvt_work_t* req, int status) {
+  (void)status;
+  ln_done((int)(req - ln_fast));
+}
+static void ln_tick(uv_timer_t* t) {
+  int i;
+  if (uv_hrtime() >= ln.end) {
+    uv_close((uv_handle_t*)t, NULL);
+    return;
+  }
+  if ((i = ln_take()) < 0) return;
+  ln.t0[i] = uv_hrtime();
+  CHECK(uvt_threaded(ln.b, &ln_fast[i], noop_work, ln_fast_after));
+}
+static void ours_lanes(int use_lane, double seconds, double out[2]) {
+  uvt_pool_t* pool = make_pool(4, 4);
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uvt_lane_options_t lo;
+  uvt_work_options_t o;
+  int i;
+  uvt_lane_options_init(&lo);
+  lo.max_running = 2;
+  ln.lane = NULL;
+  if (use_lane) CHECK(uvt_lane_new(pool, &lo, &ln.lane));
+  CHECK(uv_loop_init(&loop));
+  CHECK(uvt_bridge_init(&loop, &b, pool));
+  ln.b = &b;
+  ln_reset(seconds, &loop);
+  o.lane = ln.lane;
+  o.queue_timeout_ms = 0;
+  for (i = 0; i < LANES_SLOW; i++)
+    CHECK(uvt_threaded_ex(&b, &ln_slow[i], &o, ln_slow_work, ln_slow_after));
+  CHECK(uv_timer_init(&loop, &ln.tick));
+  CHECK(uv_timer_start(&ln.tick, ln_tick, 1, 1));
+  CHECK(uv_run(&loop, UV_RUN_DEFAULT));
+  close_bridge(&loop, &b);
+  ln_finish(out);
+  if (ln.lane != NULL) CHECK(uvt_lane_free(ln.lane));
+  CHECK(uvt_pool_free(pool));
+}
+
+static void ln_uv_slow_work(uv_work_t* req) {
+  (void)req;
+  uv_sleep(LANES_SLOW_MS);
+}
+static void ln_uv_slow_after(uv_work_t* req, int status) {
+  (void)status;
+  if (uv_hrtime() < ln.end) CHECK(uv_queue_work(ln.loop, req, ln_uv_slow_work, ln_uv_slow_after));
+}
+static void ln_uv_fast_after(uv_work_t* req, int status) {
+  (void)status;
+  ln_done((int)(req - ln_uv_fast));
+}
+static void ln_uv_tick(uv_timer_t* t) {
+  int i;
+  if (uv_hrtime() >= ln.end) {
+    uv_close((uv_handle_t*)t, NULL);
+    return;
+  }
+  if ((i = ln_take()) < 0) return;
+  ln.t0[i] = uv_hrtime();
+  CHECK(uv_queue_work(ln.loop, &ln_uv_fast[i], uvnoop_work, ln_uv_fast_after));
+}
+static void libuv_lanes(double seconds, double out[2]) {
+  uv_loop_t loop;
+  int i;
+  CHECK(uv_loop_init(&loop));
+  ln_reset(seconds, &loop);
+  for (i = 0; i < LANES_SLOW; i++)
+    CHECK(uv_queue_work(&loop, &ln_uv_slow[i], ln_uv_slow_work, ln_uv_slow_after));
+  CHECK(uv_timer_init(&loop, &ln.tick));
+  CHECK(uv_timer_start(&ln.tick, ln_uv_tick, 1, 1));
+  CHECK(uv_run(&loop, UV_RUN_DEFAULT));
+  CHECK(uv_loop_close(&loop));
+  ln_finish(out);
+}
+
+static void scenario_lanes(void) {
+  double seconds = smoke ? 0.2 : 2.0;
+  double l[2][32], p[2][32], u[2][32];
+  const char* names[2] = {"lanes/fast-p50", "lanes/fast-p99"};
+  const char* uv_names[2] = {"lanes/fast-p50-vs-libuv", "lanes/fast-p99-vs-libuv"};
+  int r, k;
+  for (r = 0; r < runs; r++) {
+    double a[2], c[2], d[2];
+    ours_lanes(1, seconds, a);
+    ours_lanes(0, seconds, c);
+    child("lanes", 4, seconds * 1000, d, 2);
+    for (k = 0; k < 2; k++) {
+      l[k][r] = a[k];
+      p[k][r] = c[k];
+      u[k][r] = d[k];
+    }
+  }
+  for (k = 0; k < 2; k++)
+    report(names[k], "us", median(l[k], runs), median(p[k], runs), "no lanes", 0);
+  for (k = 0; k < 2; k++)
+    report(uv_names[k], "us", median(l[k], runs), median(u[k], runs), "uv_queue_work", 0);
+}
+
 /* ---- sync_await round trip ---------------------------------------------- */
 
 static void await_fn(uvt_await_t* aw, void* arg) { uvt_await_resolve(aw, (int)(intptr_t)arg); }
@@ -974,6 +1133,10 @@ static int run_child(const char* what, double arg) {
     printf("%f\n", libuv_blocking((int)arg));
   } else if (strcmp(what, "idle") == 0) {
     printf("%f\n", libuv_idle(arg / 1000));
+  } else if (strcmp(what, "lanes") == 0) {
+    double out[2];
+    libuv_lanes(arg / 1000, out);
+    printf("%f %f\n", out[0], out[1]);
   } else {
     return 1;
   }
@@ -1009,7 +1172,7 @@ int main(int argc, char** argv) {
       json_path = argv[++i];
     } else if (strcmp(argv[i], "--help") == 0) {
       printf("usage: uvt-bench [--smoke] [--runs N] [--json FILE] [scenario...]\n"
-             "scenarios: tput latency blocking scaling lag idle streams call await\n");
+             "scenarios: tput latency blocking scaling lag idle streams call await lanes\n");
       return 0;
     }
   }
@@ -1038,6 +1201,7 @@ int main(int argc, char** argv) {
   if (wanted(argc, argv, 1, "streams")) scenario_streams();
   if (wanted(argc, argv, 1, "call")) scenario_call();
   if (wanted(argc, argv, 1, "await")) scenario_await();
+  if (wanted(argc, argv, 1, "lanes")) scenario_lanes();
   print_host_mode("at end");
   if (json != NULL) {
     fprintf(json, "\n]}\n");

@@ -2,7 +2,9 @@
  *
  * An SQLite connection must not be used by two threads at once, so it gets
  * a pool of one thread: every job on that pool runs in submission order on
- * the same thread, and the loop never blocks on the database. */
+ * the same thread, and the loop never blocks on the database. A serial
+ * lane on a shared pool does the same without a thread of its own
+ * (examples/lanes.c). */
 #include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>

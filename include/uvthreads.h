@@ -59,6 +59,7 @@ UVT_EXTERN const char* uvt_version_string(void);
 /* ---- Types -------------------------------------------------------------- */
 
 typedef struct uvt_pool_s uvt_pool_t; /* opaque, library-allocated */
+typedef struct uvt_lane_s uvt_lane_t; /* opaque, library-allocated */
 typedef struct uvt_bridge_s uvt_bridge_t;
 typedef struct uvt_work_s uvt_work_t;
 typedef struct uvt_iter_s uvt_iter_t;
@@ -92,12 +93,40 @@ typedef struct uvt__msg_s {
 /* A unit of work for the pool. */
 typedef struct uvt__task_s {
   uvt__qnode_t node; /* in the pool's overflow queue */
-  void (*work)(struct uvt__task_s* task); /* worker thread */
+  /* Worker thread: 0 once it ran, or UV_ETIMEDOUT if it found its queue
+   * deadline passed and did not run. */
+  int (*work)(struct uvt__task_s* task);
   void (*done)(struct uvt__task_s* task); /* worker thread, after the stats */
   uint64_t submit_ticks;
   uint64_t ring_pos; /* where it was put in the pool's ring */
   int where;         /* ring, overflow queue or neither (see pool.c) */
 } uvt__task_t;
+
+/* A node of an intrusive pairing heap, least key first (internal.h). */
+typedef struct uvt__heap_node_s {
+  struct uvt__heap_node_s* child;
+  struct uvt__heap_node_s* next; /* the next sibling */
+  struct uvt__heap_node_s* prev; /* the parent of a first child, else the previous sibling */
+  uint64_t key;
+} uvt__heap_node_t;
+
+/* Something a bridge's loop acts on at a deadline (bridge.c). */
+typedef struct uvt__timed_s {
+  uvt__heap_node_t node; /* key: the uv_hrtime() it is due at */
+  void (*expire)(struct uvt__timed_s* self); /* loop thread, once due */
+  int armed; /* in the bridge's heap */
+} uvt__timed_t;
+
+/* What lane.c keeps of a pool task that has a lane, a queue deadline or
+ * both. */
+typedef struct uvt__lane_link_s {
+  uvt__qnode_t node; /* in its lane's waiting queue, then in its active list */
+  uvt_lane_t* lane;  /* NULL: a queue deadline only */
+  uvt__task_t* task;
+  uint64_t deadline;    /* the uv_hrtime() by which it must start; UINT64_MAX: none */
+  uint64_t start_ticks; /* atomic: when it started (stats clock), 0 before */
+  int state;            /* atomic (lane.c) */
+} uvt__lane_link_t;
 
 /* A node of a bridge's in-flight list: something that keeps the loop alive
  * and that the bridge's close must reach, through its own closing hook. */
@@ -165,6 +194,9 @@ typedef struct uvt_pool_stats_s {
   uint64_t running;          /* running now */
   uint64_t wait_ns_total, wait_ns_max; /* time from submit to start */
   uint64_t run_ns_total, run_ns_max;   /* time in the work function */
+  uint64_t expired;           /* tasks that got UV_ETIMEDOUT (queue deadline passed) */
+  uint64_t oldest_queued_ns;  /* age of the task waiting longest now (0 if none) */
+  uint64_t oldest_running_ns; /* age of the task running longest now (0 if none) */
 } uvt_pool_stats_t;
 
 /* Fills opts with the defaults: min_threads 0, max_threads 16,
@@ -178,17 +210,19 @@ UVT_EXTERN void uvt_pool_options_init(uvt_pool_options_t* opts);
 UVT_EXTERN int uvt_pool_new(uvt_pool_t** pool, const uvt_pool_options_t* opts);
 
 /* Stops and joins every thread and frees the pool. UV_EBUSY while a bridge
- * still uses it or when called on one of its own threads (also its
- * dedicated ones); UV_EINVAL for NULL or the default pool. */
+ * still uses it, while a lane of it exists, or when called on one of its
+ * own threads (also its dedicated ones); UV_EINVAL for NULL or the default
+ * pool. */
 UVT_EXTERN int uvt_pool_free(uvt_pool_t* pool);
 
 /* The process-wide pool, created on first use with the defaults, except that
  * max_threads comes from the environment variable UVT_POOL_SIZE (1..1024)
  * when set. NULL if it could not be created. It lives until the library is
- * unloaded or the process exits; then, if no bridge uses it, its threads
- * are stopped and joined (a program that closed its bridges leaves no
- * thread behind, and a plugin or Node.js addon embedding the library can
- * be dlclose()d); with a bridge still open they are left running.
+ * unloaded or the process exits; then, if no bridge uses it and no lane of
+ * it exists, its threads are stopped and joined (a program that closed its
+ * bridges and freed its lanes leaves no thread behind, and a plugin or
+ * Node.js addon embedding the library can be dlclose()d); otherwise they
+ * are left running.
  *
  * fork(): a child has only the thread that called fork(). It may always
  * exit or exec. It must not use the pools, bridges, iterators or channels
@@ -201,7 +235,13 @@ UVT_EXTERN uvt_pool_t* uvt_pool_default(void);
 /* Copies the pool's counters. They are updated before the corresponding
  * completion is delivered. Dedicated threads (uvt_threaded_separate,
  * uvt_threaded_iterable_separate) are not pool tasks: they are not counted
- * in submitted/completed. UV_EINVAL for NULL. Any thread. */
+ * in submitted/completed. Tasks waiting in a lane of the pool count as
+ * queued, and lane tasks count in completed, cancelled and expired, so
+ * submitted == completed + cancelled + expired + queued + running. A
+ * task's age is measured from its submission while it is queued and from
+ * its start while it runs; the oldest_* figures are read now, so a stalled
+ * queue or a stuck task shows while it lasts. UV_EINVAL for NULL. Any
+ * thread. */
 UVT_EXTERN int uvt_pool_stats(uvt_pool_t* pool, uvt_pool_stats_t* out);
 
 /* ---- Bridge: one per loop (loop thread unless stated) --------------------- */
@@ -269,10 +309,12 @@ struct uvt_work_s {
   void* uvt__ctx;
   uintptr_t uvt__cancel; /* atomic: a tag of its own once cancelled (uvt_is_cancelled) */
   int uvt__status;
-  int uvt__separate;
+  int uvt__kind; /* on the pool, separate, or through lane.c (work.c) */
   uvt__task_t uvt__task;
   uvt__msg_t uvt__msg;
   uvt__inflight_t uvt__inflight;
+  uvt__lane_link_t uvt__link; /* with a lane or a queue deadline only */
+  uvt__timed_t uvt__timed;    /* with a queue deadline only */
 };
 
 /* Runs work(req) on the bridge's pool, then after(req, status) on the loop
@@ -289,7 +331,8 @@ UVT_EXTERN int uvt_threaded(uvt_bridge_t* bridge, uvt_work_t* req,
 UVT_EXTERN int uvt_threaded_separate(uvt_bridge_t* bridge, uvt_work_t* req,
                                      uvt_work_cb work, uvt_after_work_cb after);
 
-/* Loop thread. 0 if req was still queued (its after gets UV_ECANCELED), also
+/* Loop thread. 0 if req was still queued (its after gets UV_ECANCELED, or
+ * UV_ETIMEDOUT if its queue deadline had passed: see uvt_threaded_ex), also
  * when called again on it; UV_EBUSY if it is running or has run but its after
  * is not delivered yet, and always for separate work; in both UV_EBUSY cases
  * the request is flagged so uvt_is_cancelled(req) turns true. UV_EINVAL: NULL,
@@ -299,6 +342,82 @@ UVT_EXTERN int uvt_cancel(uvt_work_t* req);
 /* 1 once req was cancelled or its bridge started closing, else 0 (also for
  * NULL). Any thread, typically the work function polling for early exit. */
 UVT_EXTERN int uvt_is_cancelled(const uvt_work_t* req);
+
+/* ---- Lanes: bounded concurrency, back-pressure and queue deadlines -------- */
+
+/* A lane caps how many of its tasks run at once on a pool, without
+ * reserving threads: idle threads serve whichever lane, or plain
+ * submission, has work, and tasks a saturated lane holds back wait in the
+ * lane, not on a thread. A lane with max_running 1 is a serial queue: its
+ * tasks run one at a time, in submission order (from one bridge), each
+ * seeing the memory effects of the one before, on whatever thread is free
+ * (one SQLite connection, one non-thread-safe library handle). */
+
+typedef struct uvt_lane_options_s {
+  unsigned int max_running; /* >= 1: tasks of this lane running at once (1 = serial, FIFO) */
+  unsigned int max_queued;  /* tasks waiting in the lane beyond which submission fails with
+                               UV_EAGAIN (the request is not taken); 0 = unbounded */
+} uvt_lane_options_t;
+
+typedef struct uvt_work_options_s {
+  uvt_lane_t* lane;          /* NULL: the pool directly, as uvt_threaded */
+  uint64_t queue_timeout_ms; /* 0 = none. If work has not started within this time of
+                                the submission, it never runs and after gets UV_ETIMEDOUT */
+} uvt_work_options_t;
+
+typedef struct uvt_lane_stats_s {
+  uint64_t submitted, completed, cancelled; /* as for the pool */
+  uint64_t expired;           /* tasks that got UV_ETIMEDOUT */
+  uint64_t rejected;          /* submissions refused with UV_EAGAIN (max_queued) */
+  uint64_t queued, running;   /* now; queued includes tasks handed to the pool, not started */
+  uint64_t oldest_queued_ns;  /* age of the task waiting longest now (0 if none) */
+  uint64_t oldest_running_ns; /* age of the task running longest now (0 if none) */
+} uvt_lane_stats_t;
+
+/* Fills opts with the defaults: max_running 1 (serial), max_queued 0
+ * (unbounded). Ignores NULL. */
+UVT_EXTERN void uvt_lane_options_init(uvt_lane_options_t* opts);
+
+/* Creates a lane on pool (NULL = uvt_pool_default()) with opts (NULL =
+ * the defaults). Any bridge on that pool may submit to it. Any thread.
+ * UV_EINVAL: lane NULL, max_running 0; UV_ENOMEM. */
+UVT_EXTERN int uvt_lane_new(uvt_pool_t* pool, const uvt_lane_options_t* opts, uvt_lane_t** lane);
+
+/* Frees the lane. UV_EBUSY while a task of it is queued, running, or done
+ * but its after not yet called (from inside the after of its last task it
+ * returns 0, and the lane is gone once it does); UV_EINVAL for NULL. Any
+ * thread; the program makes sure nothing submits to it meanwhile. */
+UVT_EXTERN int uvt_lane_free(uvt_lane_t* lane);
+
+/* Copies the lane's counters, as uvt_pool_stats does (submitted ==
+ * completed + cancelled + expired + queued + running). UV_EINVAL for NULL.
+ * Any thread. */
+UVT_EXTERN int uvt_lane_stats(uvt_lane_t* lane, uvt_lane_stats_t* out);
+
+/* As uvt_threaded (opts NULL, or neither a lane nor a timeout: exactly
+ * uvt_threaded), with a lane, a queue deadline, or both. Loop thread.
+ * - A task of a lane with fewer than max_running tasks handed to the pool
+ *   goes to the pool now; otherwise it waits in the lane, and when one of
+ *   the lane's tasks ends the lane hands its next task to the back of the
+ *   pool's queue.
+ * - With a queue_timeout_ms, a task that has not started by then never
+ *   runs: after(req, UV_ETIMEDOUT) comes within a few milliseconds of the
+ *   deadline, also while every pool thread is busy (the bridge keeps a timer
+ *   on its nearest deadline). A task starts when its worker reads the clock
+ *   before running it; a task that started in time runs to the end.
+ * - uvt_cancel of a task that waits in its lane or in the pool's queue: 0,
+ *   after gets UV_ECANCELED; of a task whose deadline has passed but whose
+ *   after has not run: 0, and after gets UV_ETIMEDOUT. A cancelled or
+ *   expired task's after comes without waiting for its lane or a thread.
+ *   A bridge close cancels the queued and lane-waiting tasks (a pending
+ *   deadline never holds it up).
+ * Nothing is allocated per task. UV_EINVAL: bridge/req/work NULL, not the
+ * loop thread, or a lane of another pool than the bridge's; UV_EAGAIN: the
+ * lane's max_queued tasks wait already (counted in rejected), or as for
+ * uvt_threaded; UV_EBUSY: req in flight; UV_EPIPE: bridge closing. */
+UVT_EXTERN int uvt_threaded_ex(uvt_bridge_t* bridge, uvt_work_t* req,
+                               const uvt_work_options_t* opts, uvt_work_cb work,
+                               uvt_after_work_cb after);
 
 /* ---- threaded_iterable: a blocking generator, async-iterated --------------- */
 

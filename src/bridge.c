@@ -24,7 +24,17 @@
  * which lives in the caller's uvt_bridge_t (valid until close_cb starts),
  * not in the impl that the teardown frees: they enter it before they touch
  * the impl, and one that finds the closing bit set leaves without touching
- * it. The teardown waits for the gate to empty too. */
+ * it. The teardown waits for the gate to empty too.
+ *
+ * Deadlines sit in a pairing heap (internal.h) with one uv_timer armed for
+ * the nearest: a start is O(1), a stop O(log n) amortised, however the
+ * deadlines of the requests in flight interleave. The timer counts in
+ * the loop's milliseconds, which come from the same monotonic clock as
+ * uv_hrtime() but rounded down (and read at most a millisecond late), so
+ * it is set for the deadline's millisecond rounded up: it never fires
+ * early, and late by about a millisecond plus the loop's own delay. Its
+ * callback still compares with uv_hrtime() and sets itself again for what
+ * is not yet due. */
 #include "bridge.h"
 
 #define UVT__DRAIN_BUDGET 1000u
@@ -276,6 +286,7 @@ static void uvt__bridge_maybe_finish(uvt__bridge_impl_t* impl) {
   uv_ref((uv_handle_t*)&impl->async);
   uv_close((uv_handle_t*)&impl->prepare, uvt__bridge_closed_cb);
   uv_close((uv_handle_t*)&impl->first, uvt__bridge_closed_cb);
+  uv_close((uv_handle_t*)&impl->deadlines, uvt__bridge_closed_cb);
   uv_close((uv_handle_t*)&impl->async, uvt__bridge_closed_cb);
 }
 
@@ -314,6 +325,51 @@ static void uvt__bridge_prepare_cb(uv_prepare_t* prepare) {
  * first timer callback on. */
 static void uvt__bridge_first_cb(uv_timer_t* first) {
   uvt__bridge_learn_loop_thread(uvt__container_of(first, uvt__bridge_impl_t, first));
+}
+
+static void uvt__bridge_deadlines_cb(uv_timer_t* timer);
+
+/* Sets the deadline timer for the nearest deadline, or stops it. */
+static void uvt__bridge_arm_deadlines(uvt__bridge_impl_t* impl) {
+  uint64_t due_ms, now_ms;
+  if (impl->timed == NULL) {
+    uv_timer_stop(&impl->deadlines);
+    return;
+  }
+  /* In the loop's time: its cached now may be stale, and the timer is due
+   * at that now + the timeout (see the top of the file). */
+  due_ms = impl->timed->key / 1000000u + (impl->timed->key % 1000000u != 0);
+  now_ms = uv_now(impl->deadlines.loop);
+  uv_timer_start(&impl->deadlines, uvt__bridge_deadlines_cb, due_ms > now_ms ? due_ms - now_ms : 0,
+                 0);
+}
+
+static void uvt__bridge_deadlines_cb(uv_timer_t* timer) {
+  uvt__bridge_impl_t* impl = uvt__container_of(timer, uvt__bridge_impl_t, deadlines);
+  uint64_t now = uv_hrtime();
+  while (impl->timed != NULL && impl->timed->key <= now) {
+    uvt__timed_t* t = uvt__container_of(impl->timed, uvt__timed_t, node);
+    uvt__heap_remove(&impl->timed, &t->node);
+    t->armed = 0;
+    t->expire(t);
+  }
+  uvt__bridge_arm_deadlines(impl);
+}
+
+void uvt__bridge_timed_start(uvt__bridge_impl_t* impl, uvt__timed_t* t) {
+  uvt__heap_insert(&impl->timed, &t->node);
+  t->armed = 1;
+  /* Only a new nearest deadline moves the timer. */
+  if (impl->timed == &t->node) uvt__bridge_arm_deadlines(impl);
+}
+
+void uvt__bridge_timed_stop(uvt__bridge_impl_t* impl, uvt__timed_t* t) {
+  if (!t->armed) return;
+  uvt__heap_remove(&impl->timed, &t->node);
+  t->armed = 0;
+  /* An earlier timer is left to fire and set itself again, unless nothing
+   * is left to wait for. */
+  if (impl->timed == NULL) uv_timer_stop(&impl->deadlines);
 }
 
 static void uvt__bridge_drain(uv_async_t* async) {
@@ -387,8 +443,11 @@ int uvt_bridge_init(uv_loop_t* loop, uvt_bridge_t* bridge, uvt_pool_t* pool) {
   uv_timer_init(loop, &impl->first);
   uv_timer_start(&impl->first, uvt__bridge_first_cb, 0, 0);
   uv_unref((uv_handle_t*)&impl->first);
-  impl->async.data = impl->prepare.data = impl->first.data = impl;
-  impl->handles_open = 3;
+  /* Requests with deadlines keep the loop alive themselves. */
+  uv_timer_init(loop, &impl->deadlines);
+  uv_unref((uv_handle_t*)&impl->deadlines);
+  impl->async.data = impl->prepare.data = impl->first.data = impl->deadlines.data = impl;
+  impl->handles_open = 4;
   impl->bridge = bridge;
   impl->loop_thread = uv_thread_self();
   uvt__queue_init(&impl->inflight);

@@ -5,6 +5,8 @@
  * bridge's inbox; the loop calls each message's own deliver hook. Every
  * object that keeps the loop alive is a uvt__inflight_t on the bridge's one
  * in-flight list, whose own closing hook the bridge calls when it closes.
+ * Everything that must happen at a deadline is a uvt__timed_t in the
+ * bridge's heap, whose own expire hook one timer of the bridge calls.
  * The bridge knows no kind of object that lives on it. */
 #ifndef UVT_BRIDGE_H
 #define UVT_BRIDGE_H
@@ -34,7 +36,9 @@ typedef struct uvt__bridge_impl_s {
   _Alignas(UVT__CACHE_LINE) uv_async_t async;
   uv_prepare_t prepare; /* learns the loop thread every iteration (unref'd) */
   uv_timer_t first;     /* learns it at the first iteration's timers (unref'd) */
-  int handles_open;     /* async, prepare and first, until all are closed */
+  uv_timer_t deadlines; /* due at the nearest deadline in the heap (unref'd) */
+  uvt__heap_node_t* timed; /* the heap of uvt__timed_t, nearest first */
+  int handles_open;     /* async, prepare, first and deadlines, until all are closed */
   uvt_bridge_t* bridge;
   uv_thread_t loop_thread; /* atomic: read by any thread */
   uvt__msg_t* ready_head;  /* loop-local FIFO of messages to deliver */
@@ -69,6 +73,14 @@ void uvt__bridge_track(uvt__bridge_impl_t* impl, uvt__inflight_t* node);
 void uvt__bridge_untrack(uvt__bridge_impl_t* impl, uvt__inflight_t* node);
 /* Loop thread: whether a tracked node keeps the loop alive (ref'd when tracked). */
 void uvt__bridge_set_ref(uvt__bridge_impl_t* impl, uvt__inflight_t* node, int ref);
+
+/* Loop thread: calls t->expire(t) on the loop thread once uv_hrtime() has
+ * reached t->node.key (set by the caller), within about a millisecond even
+ * while the pool is busy, unless stopped first. The timer behind it keeps
+ * no loop alive. Stop is idempotent (t->armed says whether it is pending);
+ * an expire hook may start and stop deadlines. */
+void uvt__bridge_timed_start(uvt__bridge_impl_t* impl, uvt__timed_t* t);
+void uvt__bridge_timed_stop(uvt__bridge_impl_t* impl, uvt__timed_t* t);
 
 /* Loop thread, in a drain: a user callback is about to run. Opens the
  * drain's batch (the enter hook) before the first one. */

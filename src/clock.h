@@ -27,4 +27,11 @@ static inline uint64_t uvt__ticks_since(uint64_t start, uint64_t end) {
   return end > start ? end - start : 0;
 }
 
+/* The earlier of two stamps, where 0 stands for none. */
+static inline uint64_t uvt__ticks_earliest(uint64_t a, uint64_t b) {
+  if (a == 0) return b;
+  if (b == 0) return a;
+  return a < b ? a : b;
+}
+
 #endif /* UVT_CLOCK_H */

@@ -3,7 +3,7 @@
  * The ground floor every source file stands on: compiler- and OS-specific
  * code (atomics, thread-locals, pause, thread names, fork hooks, the TSC
  * and the kernel's clock source), tags, the bounded spin, the intrusive
- * list and the allocation hooks. No other file holds compiler- or
+ * list and heap, and the allocation hooks. No other file holds compiler- or
  * OS-specific code. Atomics are named operations on plain fields (the
  * public header stays plain C so that C++ programs can include it); each
  * call site says why its order is enough. */
@@ -76,11 +76,13 @@ extern UVT_EXTERN void (*uvt__test_hook)(const char* point, const void* obj);
 #define uvt__store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 #define uvt__store_seq_cst(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
 #define uvt__fetch_add_seq_cst(p, v) __atomic_fetch_add((p), (v), __ATOMIC_SEQ_CST)
+#define uvt__fetch_add_relaxed(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
 #define uvt__fetch_sub_release(p, v) __atomic_fetch_sub((p), (v), __ATOMIC_RELEASE)
 #define uvt__fetch_sub_seq_cst(p, v) __atomic_fetch_sub((p), (v), __ATOMIC_SEQ_CST)
 #define uvt__fetch_or_seq_cst(p, v) __atomic_fetch_or((p), (v), __ATOMIC_SEQ_CST)
 #define uvt__exchange_acquire(p, v) __atomic_exchange_n((p), (v), __ATOMIC_ACQUIRE)
 #define uvt__fence_seq_cst() __atomic_thread_fence(__ATOMIC_SEQ_CST)
+#define uvt__fence_acquire() __atomic_thread_fence(__ATOMIC_ACQUIRE)
 /* Weak CAS without ordering (the caller orders through another access). */
 #define uvt__cas_weak_relaxed(p, expected, desired) \
   __atomic_compare_exchange_n((p), (expected), (desired), 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)
@@ -226,6 +228,82 @@ static inline void uvt__queue_remove(uvt__qnode_t* n) {
   n->prev->next = n->next;
   n->next->prev = n->prev;
   n->next = n->prev = n;
+}
+
+/* ---- Intrusive pairing heap, least key first --------------------------- */
+
+/* A heap is a pointer to its root (NULL when empty). Insert and meld take
+ * O(1), removing any node O(log n) amortised (Fredman, Sedgewick, Sleator
+ * and Tarjan, 1986), and nothing is allocated. Equal keys come out in no
+ * particular order. Single-threaded: the caller owns the heap. */
+
+/* Melds two heaps given by their roots (either may be NULL). */
+static inline uvt__heap_node_t* uvt__heap_meld(uvt__heap_node_t* a, uvt__heap_node_t* b) {
+  uvt__heap_node_t* t;
+  if (a == NULL) return b;
+  if (b == NULL) return a;
+  if (b->key < a->key) {
+    t = a;
+    a = b;
+    b = t;
+  }
+  /* b becomes a's first child. */
+  b->prev = a;
+  b->next = a->child;
+  if (a->child != NULL) a->child->prev = b;
+  a->child = b;
+  return a;
+}
+
+/* Melds a list of siblings into one heap: pairs left to right, then the
+ * pairs right to left (the two passes that give the amortised bound),
+ * without recursion. */
+static inline uvt__heap_node_t* uvt__heap_meld_siblings(uvt__heap_node_t* first) {
+  uvt__heap_node_t* pairs = NULL; /* melded pairs, the last first, through next */
+  uvt__heap_node_t* root = NULL;
+  while (first != NULL) {
+    uvt__heap_node_t* a = first;
+    uvt__heap_node_t* b = a->next;
+    first = b != NULL ? b->next : NULL;
+    a->next = a->prev = NULL;
+    if (b != NULL) {
+      b->next = b->prev = NULL;
+      a = uvt__heap_meld(a, b);
+    }
+    a->next = pairs;
+    pairs = a;
+  }
+  while (pairs != NULL) {
+    uvt__heap_node_t* p = pairs;
+    pairs = p->next;
+    p->next = NULL;
+    root = uvt__heap_meld(root, p);
+  }
+  return root;
+}
+
+static inline void uvt__heap_insert(uvt__heap_node_t** heap, uvt__heap_node_t* n) {
+  n->child = n->next = n->prev = NULL;
+  *heap = uvt__heap_meld(*heap, n);
+}
+
+/* Removes n, which is in the heap. */
+static inline void uvt__heap_remove(uvt__heap_node_t** heap, uvt__heap_node_t* n) {
+  uvt__heap_node_t* children = n->child;
+  if (children != NULL) children->prev = NULL;
+  n->child = NULL;
+  if (n == *heap) {
+    *heap = uvt__heap_meld_siblings(children);
+    return;
+  }
+  /* Unlink n from its parent's list of children. */
+  if (n->prev->child == n)
+    n->prev->child = n->next;
+  else
+    n->prev->next = n->next;
+  if (n->next != NULL) n->next->prev = n->prev;
+  n->next = n->prev = NULL;
+  *heap = uvt__heap_meld(*heap, uvt__heap_meld_siblings(children));
 }
 
 #endif /* UVT_INTERNAL_H */

@@ -32,10 +32,11 @@ static int uvt__iter_run_gen(uvt_iter_t* it) {
   return rc;
 }
 
-static void uvt__iter_task_work(uvt__task_t* task) {
+static int uvt__iter_task_work(uvt__task_t* task) {
   uvt_iter_t* it = uvt__container_of(task, uvt_iter_t, uvt__task);
   /* Read by the loop only after the done hook reports it under the lock. */
   it->uvt__stream.status = uvt__iter_run_gen(it);
+  return 0; /* a generator has no queue deadline: it ran */
 }
 
 static void uvt__iter_task_done(uvt__task_t* task) {

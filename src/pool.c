@@ -36,7 +36,13 @@
  * the check again (uvt__pool_recheck). A stale read in between can only
  * leave a task to a worker that has just taken a task of its own or just
  * parked: it then waits for the end of the batch (or of that worker's
- * task); it is never lost. */
+ * task); it is never lost.
+ *
+ * Lanes (lane.c) keep tasks back above the pool and hand them in later,
+ * from any thread, through the shared ring; the pool counts what they hold
+ * through their backlogs (pool.h) and knows nothing else of them. A task
+ * whose queue deadline has passed tells the worker so from its work hook,
+ * and the pool counts it as expired. */
 #include "pool.h"
 
 #include "clock.h"
@@ -103,6 +109,8 @@ typedef struct uvt__worker_s {
    * are in ticks of the stats clock (see clock.c). */
   _Alignas(UVT__CACHE_LINE) uint64_t started;
   uint64_t completed;
+  uint64_t skipped; /* taken, but their queue deadline had passed: not run */
+  uint64_t running_since; /* the start of the task it runs now; 0 between tasks */
   uint64_t run_ns_total, run_ns_max, wait_ns_total, wait_ns_max;
 } uvt__worker_t;
 
@@ -136,11 +144,14 @@ struct uvt_pool_s {
   uvt_pool_options_t opts;
   char name[16];
   uint64_t cancelled;
+  uint64_t expired;    /* withdrawn from the queue at their deadline */
   uint64_t overflowed; /* submissions that went to the overflow queue */
   uint64_t refused;    /* submissions withdrawn because no thread could start */
   uvt__qnode_t workers; /* every live worker */
   /* The counters of workers that exited (times in ticks). */
-  uint64_t started, completed, run_ns_total, run_ns_max, wait_ns_total, wait_ns_max;
+  uint64_t started, completed, skipped, run_ns_total, run_ns_max, wait_ns_total, wait_ns_max;
+  uvt__qnode_t backlogs; /* of the lanes on this pool (uvt__backlog_t) */
+  uint64_t held_cancelled, held_expired; /* of the backlogs removed */
 };
 
 /* Single-writer counters: a relaxed load and store, no locked instruction. */
@@ -347,8 +358,17 @@ static void uvt__run_task(uvt__worker_t* w, uvt__task_t* task) {
   uint64_t waited = uvt__ticks_since(task->submit_ticks, start);
   uint64_t took;
   uvt__count_add(&w->started, 1);
-  task->work(task);
+  /* Relaxed, like the counters: the stats read it as a snapshot. */
+  uvt__store_relaxed(&w->running_since, start);
+  if (task->work(task) != 0) {
+    /* Its queue deadline had passed: it did not run. */
+    uvt__store_relaxed(&w->running_since, (uint64_t)0);
+    uvt__count_add(&w->skipped, 1);
+    task->done(task);
+    return;
+  }
   took = uvt__ticks_since(start, uvt__ticks());
+  uvt__store_relaxed(&w->running_since, (uint64_t)0);
   /* Relaxed: counters only. They are written before task->done publishes the
    * completion, and the bridge's release/acquire handoff orders them before
    * the loop's read of the stats. */
@@ -619,6 +639,7 @@ static void uvt__worker_main(void* arg) {
   uvt__queue_remove(&w->all_node);
   pool->started += w->started;
   pool->completed += w->completed;
+  pool->skipped += w->skipped;
   pool->run_ns_total += w->run_ns_total;
   pool->wait_ns_total += w->wait_ns_total;
   if (w->run_ns_max > pool->run_ns_max) pool->run_ns_max = w->run_ns_max;
@@ -658,6 +679,7 @@ static int uvt__pool_create(uvt_pool_t** out, const uvt_pool_options_t* opts, in
   uvt__queue_init(&pool->overflow);
   uvt__queue_init(&pool->idle);
   uvt__queue_init(&pool->workers);
+  uvt__queue_init(&pool->backlogs);
   if ((rc = uv_mutex_init(&pool->mutex)) != 0) goto fail_mutex;
   if ((rc = uv_cond_init(&pool->exited)) != 0) goto fail_cond;
 
@@ -680,13 +702,13 @@ fail_mutex:
   return rc;
 }
 
-/* Stops and joins every thread and frees the pool, unless a bridge uses it
- * or the caller is one of its threads (UV_EBUSY). */
+/* Stops and joins every thread and frees the pool, unless a bridge or a
+ * lane uses it or the caller is one of its threads (UV_EBUSY). */
 static int uvt__pool_stop(uvt_pool_t* pool) {
   uvt__qnode_t* n;
   if (uvt__tls_pool == pool) return UV_EBUSY;
   uv_mutex_lock(&pool->mutex);
-  if (pool->bridges > 0) {
+  if (pool->bridges > 0 || !uvt__queue_empty(&pool->backlogs)) {
     uv_mutex_unlock(&pool->mutex);
     return UV_EBUSY;
   }
@@ -754,10 +776,10 @@ uvt_pool_t* uvt_pool_default(void) {
 /* The library is unloaded (dlclose of a plugin or a Node addon that embeds
  * it) or the process exits: the default pool's threads must not outlive
  * the library's code, and a program that closed everything must leave no
- * thread unjoined (ThreadSanitizer reports one as a leak). If no bridge
- * uses the pool any more, it is stopped and its threads joined; otherwise
- * (a program exiting with bridges open, or exit() called on one of its
- * threads) it is left as it is. */
+ * thread unjoined (ThreadSanitizer reports one as a leak). If no bridge or
+ * lane uses the pool any more, it is stopped and its threads joined;
+ * otherwise (a program exiting with bridges open or lanes not freed, or
+ * exit() called on one of its threads) it is left as it is. */
 UVT__DESTRUCTOR static void uvt__default_pool_unload(void) {
   if (uvt__default_pool != NULL && uvt__pool_stop(uvt__default_pool) == 0)
     uvt__default_pool = NULL;
@@ -765,7 +787,9 @@ UVT__DESTRUCTOR static void uvt__default_pool_unload(void) {
 
 int uvt_pool_stats(uvt_pool_t* pool, uvt_pool_stats_t* out) {
   uvt__qnode_t* n;
-  uint64_t started;
+  uint64_t started, skipped, entered_pool, held = 0, held_cancelled, held_expired;
+  uint64_t oldest_queued, oldest_running = 0, now;
+  uvt__ring_t* shared;
   double ns_per_tick;
   if (pool == NULL || out == NULL) return UV_EINVAL;
   ns_per_tick = uvt__ns_per_tick();
@@ -778,6 +802,7 @@ int uvt_pool_stats(uvt_pool_t* pool, uvt_pool_stats_t* out) {
    * promise no order). */
   out->completed = pool->completed;
   started = pool->started;
+  skipped = pool->skipped;
   out->run_ns_total = pool->run_ns_total;
   out->run_ns_max = pool->run_ns_max;
   out->wait_ns_total = pool->wait_ns_total;
@@ -786,34 +811,73 @@ int uvt_pool_stats(uvt_pool_t* pool, uvt_pool_stats_t* out) {
     uvt__worker_t* w = uvt__container_of(n, uvt__worker_t, all_node);
     uint64_t v;
     out->completed += uvt__load_relaxed(&w->completed);
+    skipped += uvt__load_relaxed(&w->skipped);
     started += uvt__load_relaxed(&w->started);
     out->run_ns_total += uvt__load_relaxed(&w->run_ns_total);
     out->wait_ns_total += uvt__load_relaxed(&w->wait_ns_total);
     if ((v = uvt__load_relaxed(&w->run_ns_max)) > out->run_ns_max) out->run_ns_max = v;
     if ((v = uvt__load_relaxed(&w->wait_ns_max)) > out->wait_ns_max) out->wait_ns_max = v;
+    oldest_running = uvt__ticks_earliest(oldest_running, uvt__load_relaxed(&w->running_since));
   }
-  out->cancelled = pool->cancelled;
-  out->submitted = uvt__load_relaxed(&pool->own.enq_pos) + pool->overflowed - pool->refused;
-  if (pool->shared != NULL) out->submitted += uvt__load_relaxed(&pool->shared->enq_pos);
+  /* What the lanes hold back (see uvt__backlog_t). Relaxed: each field is
+   * a snapshot, written under its lane's mutex, which we do not take; the
+   * sums may be off by a task in flight between fields (clamped). */
+  held_cancelled = pool->held_cancelled;
+  held_expired = pool->held_expired;
+  oldest_queued = 0;
+  for (n = pool->backlogs.next; n != &pool->backlogs; n = n->next) {
+    uvt__backlog_t* b = uvt__container_of(n, uvt__backlog_t, node);
+    uint64_t cancelled = uvt__load_relaxed(&b->cancelled);
+    uint64_t expired = uvt__load_relaxed(&b->expired);
+    uint64_t left = uvt__load_relaxed(&b->handed) + cancelled + expired;
+    uint64_t entered = uvt__load_relaxed(&b->entered);
+    held += entered > left ? entered - left : 0;
+    held_cancelled += cancelled;
+    held_expired += expired;
+    oldest_queued = uvt__ticks_earliest(oldest_queued, uvt__load_relaxed(&b->oldest));
+  }
+  shared = uvt__shared_ring(pool);
+  oldest_queued = uvt__ticks_earliest(oldest_queued, uvt__ring_oldest(&pool->own));
+  if (shared != NULL) oldest_queued = uvt__ticks_earliest(oldest_queued, uvt__ring_oldest(shared));
+  if (!uvt__queue_empty(&pool->overflow))
+    oldest_queued = uvt__ticks_earliest(
+        oldest_queued, uvt__container_of(pool->overflow.next, uvt__task_t, node)->submit_ticks);
+  now = uvt__ticks();
+  /* Tasks that entered the pool's own queue. */
+  entered_pool = uvt__load_relaxed(&pool->own.enq_pos) + pool->overflowed - pool->refused;
+  if (shared != NULL) entered_pool += uvt__load_relaxed(&shared->enq_pos);
+  out->submitted = entered_pool + held + held_cancelled + held_expired;
+  out->cancelled = pool->cancelled + held_cancelled;
+  out->expired = pool->expired + skipped + held_expired;
   out->run_ns_total = (uint64_t)((double)out->run_ns_total * ns_per_tick);
   out->run_ns_max = (uint64_t)((double)out->run_ns_max * ns_per_tick);
   out->wait_ns_total = (uint64_t)((double)out->wait_ns_total * ns_per_tick);
   out->wait_ns_max = (uint64_t)((double)out->wait_ns_max * ns_per_tick);
+  if (oldest_queued != 0)
+    out->oldest_queued_ns = (uint64_t)((double)uvt__ticks_since(oldest_queued, now) * ns_per_tick);
+  if (oldest_running != 0)
+    out->oldest_running_ns =
+        (uint64_t)((double)uvt__ticks_since(oldest_running, now) * ns_per_tick);
   out->threads = uvt__load_relaxed(&pool->threads);
   out->idle_threads = uvt__load_relaxed(&pool->parked) + pool->spinning;
-  out->running = started > out->completed ? started - out->completed : 0;
-  out->queued = out->submitted > started + out->cancelled ? out->submitted - started - out->cancelled : 0;
+  out->running = started > out->completed + skipped ? started - out->completed - skipped : 0;
+  {
+    uint64_t gone = started + pool->cancelled + pool->expired;
+    out->queued = (entered_pool > gone ? entered_pool - gone : 0) + held;
+  }
   uv_mutex_unlock(&pool->mutex);
   return 0;
 }
 
 /* Withdraws task if no worker has taken it yet. Called by the thread that
- * submitted it (the only one that may read ring_pos). */
+ * submitted it, or after it under a lock both held (only they may read
+ * ring_pos). */
 static int uvt__withdraw(uvt_pool_t* pool, uvt__task_t* task) {
   int withdrawn = 0;
   int where = uvt__load_relaxed(&task->where);
   if (where == UVT__TASK_IN_OWN_RING || where == UVT__TASK_IN_SHARED_RING) {
-    withdrawn = uvt__ring_withdraw(where == UVT__TASK_IN_OWN_RING ? &pool->own : pool->shared, task);
+    uvt__ring_t* ring = where == UVT__TASK_IN_OWN_RING ? &pool->own : uvt__shared_ring(pool);
+    withdrawn = uvt__ring_withdraw(ring, task);
   } else {
     uv_mutex_lock(&pool->mutex);
     if (uvt__load_relaxed(&task->where) == UVT__TASK_IN_OVERFLOW) {
@@ -827,17 +891,18 @@ static int uvt__withdraw(uvt_pool_t* pool, uvt__task_t* task) {
   return withdrawn;
 }
 
-int uvt__pool_submit(uvt_pool_t* pool, uvt__task_t* task, uvt__producer_t* producer) {
+/* Puts a stamped task (see uvt__pool_submit). Inline: both entry points
+ * keep the whole submit path in one function. */
+static inline int uvt__pool_put(uvt_pool_t* pool, uvt__task_t* task, uvt__producer_t* producer) {
   int spawn = 0;
   int rc;
-  task->submit_ticks = uvt__ticks();
   /* Set before the put publishes the task; the overflow path below
    * overwrites it if the put fails. */
   uvt__store_relaxed(&task->where, producer->sole ? UVT__TASK_IN_OWN_RING : UVT__TASK_IN_SHARED_RING);
   /* Relaxed: a hint. Missing a fresh overflow only reorders a task. */
   if (uvt__load_relaxed(&pool->overflowing) ||
       !(producer->sole ? uvt__ring_put_sole(&pool->own, task)
-                      : uvt__ring_put_shared(pool->shared, task))) {
+                      : uvt__ring_put_shared(uvt__shared_ring(pool), task))) {
     uv_mutex_lock(&pool->mutex);
     uvt__queue_insert_tail(&pool->overflow, &task->node);
     uvt__store_relaxed(&task->where, UVT__TASK_IN_OVERFLOW);
@@ -875,6 +940,15 @@ int uvt__pool_submit(uvt_pool_t* pool, uvt__task_t* task, uvt__producer_t* produ
   return 0;
 }
 
+int uvt__pool_submit(uvt_pool_t* pool, uvt__task_t* task, uvt__producer_t* producer) {
+  task->submit_ticks = uvt__ticks();
+  return uvt__pool_put(pool, task, producer);
+}
+
+int uvt__pool_submit_stamped(uvt_pool_t* pool, uvt__task_t* task, uvt__producer_t* producer) {
+  return uvt__pool_put(pool, task, producer);
+}
+
 void uvt__pool_recheck(uvt_pool_t* pool) {
   /* Seq_cst: the fence the batch's submits left out, then their check. */
   uvt__fence_seq_cst();
@@ -884,11 +958,34 @@ void uvt__pool_recheck(uvt_pool_t* pool) {
   if (uvt__ensure_taker(pool)) uvt__start_worker(pool);
 }
 
-int uvt__pool_cancel(uvt_pool_t* pool, uvt__task_t* task) {
+/* Withdraws task and counts it in *counter. */
+static int uvt__withdraw_counted(uvt_pool_t* pool, uvt__task_t* task, uint64_t* counter) {
   if (!uvt__withdraw(pool, task)) return UV_EBUSY;
   uv_mutex_lock(&pool->mutex);
-  pool->cancelled++;
+  (*counter)++;
   uv_mutex_unlock(&pool->mutex);
+  return 0;
+}
+
+int uvt__pool_cancel(uvt_pool_t* pool, uvt__task_t* task) {
+  return uvt__withdraw_counted(pool, task, &pool->cancelled);
+}
+
+int uvt__pool_expire(uvt_pool_t* pool, uvt__task_t* task) {
+  return uvt__withdraw_counted(pool, task, &pool->expired);
+}
+
+/* Makes the ring that producers other than the sole one share. Lock held. */
+static int uvt__make_shared_ring_locked(uvt_pool_t* pool) {
+  uvt__ring_t* ring;
+  if (pool->shared != NULL) return 0;
+  ring = uvt__aligned_alloc(UVT__CACHE_LINE, sizeof(*ring));
+  if (ring == NULL || uvt__ring_init(ring) != 0) {
+    uvt__free(ring);
+    return UV_ENOMEM;
+  }
+  /* Release: workers see the cells initialised (uvt__shared_ring). */
+  uvt__store_release(&pool->shared, ring);
   return 0;
 }
 
@@ -899,19 +996,31 @@ int uvt__pool_attach(uvt_pool_t* pool) {
     /* The previous sole producer detached under this lock, so its last put
      * happens before our first. */
     pool->has_sole_producer = sole = 1;
-  } else if (pool->shared == NULL) {
-    uvt__ring_t* ring = uvt__aligned_alloc(UVT__CACHE_LINE, sizeof(*ring));
-    if (ring == NULL || uvt__ring_init(ring) != 0) {
-      uvt__free(ring);
-      uv_mutex_unlock(&pool->mutex);
-      return UV_ENOMEM;
-    }
-    /* Release: workers see the cells initialised (uvt__shared_ring). */
-    uvt__store_release(&pool->shared, ring);
+  } else if (uvt__make_shared_ring_locked(pool) != 0) {
+    uv_mutex_unlock(&pool->mutex);
+    return UV_ENOMEM;
   }
   pool->bridges++;
   uv_mutex_unlock(&pool->mutex);
   return sole;
+}
+
+int uvt__pool_add_backlog(uvt_pool_t* pool, uvt__backlog_t* backlog) {
+  int rc;
+  memset(backlog, 0, sizeof(*backlog));
+  uv_mutex_lock(&pool->mutex);
+  rc = uvt__make_shared_ring_locked(pool);
+  if (rc == 0) uvt__queue_insert_tail(&pool->backlogs, &backlog->node);
+  uv_mutex_unlock(&pool->mutex);
+  return rc;
+}
+
+void uvt__pool_remove_backlog(uvt_pool_t* pool, uvt__backlog_t* backlog) {
+  uv_mutex_lock(&pool->mutex);
+  uvt__queue_remove(&backlog->node);
+  pool->held_cancelled += uvt__load_relaxed(&backlog->cancelled);
+  pool->held_expired += uvt__load_relaxed(&backlog->expired);
+  uv_mutex_unlock(&pool->mutex);
 }
 
 void uvt__pool_detach(uvt_pool_t* pool, int sole_producer) {

@@ -1,9 +1,14 @@
 /* libFuzzer harness: input bytes become a sequence of API calls on a fresh
- * loop and bridge over a small shared pool (work, separate work, cancels,
- * iterators with pause/resume/close, channels fed from the loop with
- * try_put, closed, stopped, paused, ref'd and unref'd, uvt_call, batch
- * hooks set and removed, loop steps and a bridge close at any point). Every call must return one of its documented codes; after
- * each input the loop is run to the end and the books must balance.
+ * loop and bridge over a small shared pool (work, separate work, work
+ * through uvt_threaded_ex in two lanes (the first byte sets the second's
+ * caps) or none, with queue deadlines or none, cancels, iterators with
+ * pause/resume/close, channels fed from the loop with try_put, closed,
+ * stopped, paused, ref'd and unref'd, uvt_call, batch hooks set and
+ * removed, loop steps and a bridge close at any point). Every call must
+ * return one of its documented codes; after each input the loop is run to
+ * the end and the books must balance: every accepted request got one final
+ * callback with a status it may get, the lanes' and the pool's counters
+ * add up and show nothing queued or running, and the lanes can be freed.
  *
  *   cmake -DCMAKE_C_COMPILER=clang -DUVT_FUZZ=ON ...; build/test/fuzz_api CORPUS_DIR */
 #include <stdint.h>
@@ -36,6 +41,9 @@ static int rc_in(int rc, const int* allowed) {
 static struct {
   uvt_work_t work[WORKS];
   int work_open[WORKS];
+  int work_timed[WORKS]; /* submitted with a queue deadline */
+  int work_lane[WORKS];  /* its lane + 1, or 0 */
+  long lane_finals[2][3]; /* per lane: status 0, UV_ECANCELED, UV_ETIMEDOUT */
   struct {
     uvt_iter_t it;
     int open, limit;
@@ -74,8 +82,10 @@ static void on_closed(uvt_bridge_t* b) {
 static void work_fn(uvt_work_t* req) { (void)req; }
 static void after_fn(uvt_work_t* req, int status) {
   int i = (int)(req - s.work);
-  CHECK(status == 0 || status == UV_ECANCELED);
+  CHECK(status == 0 || status == UV_ECANCELED || (s.work_timed[i] && status == UV_ETIMEDOUT));
   CHECK(s.work_open[i]);
+  if (s.work_lane[i] != 0)
+    s.lane_finals[s.work_lane[i] - 1][status == 0 ? 0 : status == UV_ECANCELED ? 1 : 2]++;
   s.work_open[i] = 0;
   s.finals++;
 }
@@ -131,6 +141,7 @@ static void call_fn(void* arg) {
 }
 
 static uvt_pool_t* pool;
+static uvt_lane_t* lanes[2];
 
 int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   uv_loop_t loop;
@@ -145,6 +156,14 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     CHECK(uvt_pool_new(&pool, &o) == 0);
   }
   memset(&s, 0, sizeof(s));
+  {
+    uvt_lane_options_t lo;
+    uvt_lane_options_init(&lo);
+    CHECK(uvt_lane_new(pool, &lo, &lanes[0]) == 0); /* serial */
+    lo.max_running = size > 0 ? 1 + data[0] % 3 : 2;
+    lo.max_queued = size > 0 ? (data[0] >> 2) % 4 : 0;
+    CHECK(uvt_lane_new(pool, &lo, &lanes[1]) == 0);
+  }
   CHECK(uv_loop_init(&loop) == 0);
   CHECK(uvt_bridge_init(&loop, &bridge, pool) == 0);
 
@@ -163,6 +182,28 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         else CHECK_RC(rc, 0);
         if (rc == 0) {
           s.work_open[k] = 1;
+          s.work_timed[k] = 0;
+          s.work_lane[k] = 0;
+          s.accepted++;
+        }
+        break;
+      }
+      case 15: { /* work through uvt_threaded_ex: a lane or none, a deadline or none */
+        static const uint64_t timeouts[4] = {0, 1, 3, 20};
+        int k = (int)(arg % WORKS);
+        int lane = (int)((arg >> 3) % 3); /* 0: none */
+        uvt_work_options_t o;
+        o.lane = lane ? lanes[lane - 1] : NULL;
+        o.queue_timeout_ms = timeouts[(arg >> 5) % 4];
+        rc = uvt_threaded_ex(&bridge, &s.work[k], (arg >> 7) ? &o : NULL, work_fn, after_fn);
+        if (closing) CHECK_RC(rc, gone);
+        else if (s.work_open[k]) CHECK_RC(rc, UV_EBUSY);
+        else if (lane == 2 && (arg >> 7)) CHECK_RC(rc, 0, UV_EAGAIN); /* max_queued may be set */
+        else CHECK_RC(rc, 0);
+        if (rc == 0) {
+          s.work_open[k] = 1;
+          s.work_timed[k] = (arg >> 7) && o.queue_timeout_ms != 0;
+          s.work_lane[k] = (arg >> 7) ? lane : 0;
           s.accepted++;
         }
         break;
@@ -315,6 +356,23 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   CHECK(s.finals == s.accepted);
   CHECK(s.calls_run == s.calls);
   CHECK(!s.in_batch && s.batches_entered == s.batches_left);
+  {
+    uvt_pool_stats_t ps;
+    int k;
+    for (k = 0; k < 2; k++) {
+      uvt_lane_stats_t ls;
+      CHECK(uvt_lane_stats(lanes[k], &ls) == 0);
+      CHECK(ls.queued == 0 && ls.running == 0);
+      CHECK(ls.submitted == ls.completed + ls.cancelled + ls.expired);
+      CHECK(ls.completed == (uint64_t)s.lane_finals[k][0]);
+      CHECK(ls.cancelled == (uint64_t)s.lane_finals[k][1]);
+      CHECK(ls.expired == (uint64_t)s.lane_finals[k][2]);
+      CHECK(uvt_lane_free(lanes[k]) == 0);
+    }
+    CHECK(uvt_pool_stats(pool, &ps) == 0);
+    CHECK(ps.queued == 0 && ps.running == 0);
+    CHECK(ps.submitted == ps.completed + ps.cancelled + ps.expired);
+  }
   uvt_context_set(NULL);
   return 0;
 }

@@ -97,6 +97,65 @@ static void test_threaded_allocates_nothing(void) {
   ASSERT_OK(uvt_pool_free(pool));
 }
 
+/* Lane submissions: a serial lane (most tasks wait in it and are handed on
+ * by workers), a capped one, queue deadlines (the bridge's heap and timer),
+ * and cancels of waiting tasks. */
+static struct {
+  uvt_lane_t* lanes[2];
+  long submitted, cancelled;
+} lanes_run;
+
+static void lane_again(uvt_work_t* req, int status);
+static void lane_submit(uvt_work_t* req) {
+  uvt_work_options_t o;
+  long n = lanes_run.submitted++;
+  o.lane = lanes_run.lanes[n % 2];
+  o.queue_timeout_ms = n % 3 == 0 ? 0 : 60000;
+  ASSERT_OK(uvt_threaded_ex(run.b, req, &o, noop_work, lane_again));
+  if (n % 16 == 0 && uvt_cancel(req) == 0) lanes_run.cancelled++;
+}
+static void lane_again(uvt_work_t* req, int status) {
+  ASSERT(status == 0 || status == UV_ECANCELED);
+  run.done++;
+  if (run.left > 0) {
+    run.left--;
+    lane_submit(req);
+  }
+}
+
+static long lane_round(uv_loop_t* loop, uvt_bridge_t* b, long n) {
+  long before;
+  int i;
+  run.b = b;
+  run.done = 0;
+  run.left = n - IN_FLIGHT;
+  before = count();
+  for (i = 0; i < IN_FLIGHT; i++) lane_submit(&run.reqs[i]);
+  ASSERT_OK(uv_run(loop, UV_RUN_DEFAULT));
+  ASSERT_EQ(run.done, n);
+  return count() - before;
+}
+
+static void test_lanes_allocate_nothing(void) {
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uvt_pool_t* pool = test_pool(2, 2);
+  uvt_lane_options_t o;
+  uvt_lane_options_init(&o);
+  ASSERT_OK(uvt_lane_new(pool, &o, &lanes_run.lanes[0]));
+  o.max_running = 2;
+  ASSERT_OK(uvt_lane_new(pool, &o, &lanes_run.lanes[1]));
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &b, pool));
+  lane_round(&loop, &b, 1000); /* warm up */
+  ASSERT_EQ(lane_round(&loop, &b, ROUNDS), 0);
+  ASSERT_GT(lanes_run.cancelled, 0);
+  test_close_all(&loop, &b);
+  ASSERT_OK(uvt_lane_free(lanes_run.lanes[0]));
+  ASSERT_OK(uvt_lane_free(lanes_run.lanes[1]));
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
 static long items;
 static void count_item(uvt_chan_t* ch, int status, void* item) {
   (void)ch;
@@ -197,6 +256,9 @@ int main(void) {
   printf("[ RUN  ] test_threaded_allocates_nothing\n");
   test_threaded_allocates_nothing();
   printf("[  OK  ] test_threaded_allocates_nothing\n");
+  printf("[ RUN  ] test_lanes_allocate_nothing\n");
+  test_lanes_allocate_nothing();
+  printf("[  OK  ] test_lanes_allocate_nothing\n");
   printf("[ RUN  ] test_channel_allocates_nothing_per_item\n");
   test_channel_allocates_nothing_per_item();
   printf("[  OK  ] test_channel_allocates_nothing_per_item\n");

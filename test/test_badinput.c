@@ -53,7 +53,7 @@ typedef struct {
   uvt_work_t* running;
   uvt_iter_t* it;
   uvt_chan_t* ch;
-  int threaded, separate, cancel, close, iterable, pause, resume, iclose, yield;
+  int threaded, separate, threaded_ex, cancel, close, iterable, pause, resume, iclose, yield;
   int chan_init, chan_pause, chan_resume, chan_stop, batch_hooks;
 } other_thread_t;
 
@@ -64,6 +64,7 @@ static void other_thread(void* arg) {
   uvt_chan_t ch2;
   o->threaded = uvt_threaded(o->b, &w, noop_work, noop_after);
   o->separate = uvt_threaded_separate(o->b, &w, noop_work, noop_after);
+  o->threaded_ex = uvt_threaded_ex(o->b, &w, NULL, noop_work, noop_after);
   o->cancel = uvt_cancel(o->running);
   o->close = uvt_bridge_close(o->b, NULL);
   o->iterable = uvt_threaded_iterable(o->b, &it2, 1, one_item_gen, iter_cb);
@@ -85,9 +86,14 @@ static void test_bad_input(void) {
   uv_loop_t loop;
   uvt_bridge_t b, garbage_b;
   uvt_pool_t* pool = NULL;
+  uvt_pool_t* pool2;
   uvt_pool_options_t o;
   uvt_pool_stats_t st;
-  uvt_work_t req, running, done_req, garbage_w;
+  uvt_lane_options_t lo;
+  uvt_lane_t *lane = NULL, *lane2 = NULL;
+  uvt_lane_stats_t ls;
+  uvt_work_options_t wo;
+  uvt_work_t req, running, done_req, garbage_w, lane_running, lane_waiting;
   uvt_iter_t it, done_it, garbage_it;
   uvt_chan_t ch, full_ch, done_ch, garbage_ch;
   test_gate_t gate;
@@ -140,6 +146,34 @@ static void test_bad_input(void) {
   ASSERT_OK(uvt_threaded(&b, &done_req, noop_work, noop_after));
   while (afters == 0) ASSERT_GE(uv_run(&loop, UV_RUN_ONCE), 0);
   row("uvt_cancel", "finished (after delivered)", uvt_cancel(&done_req), UV_EINVAL);
+
+  /* Lanes. The pool's second thread blocks in lane_running (until the end). */
+  uvt_lane_options_init(&lo);
+  uvt_lane_options_init(NULL); /* ignored */
+  row("uvt_lane_new", "lane NULL", uvt_lane_new(pool, &lo, NULL), UV_EINVAL);
+  lo.max_running = 0;
+  row("uvt_lane_new", "max_running 0", uvt_lane_new(pool, &lo, &lane), UV_EINVAL);
+  lo.max_running = 1;
+  lo.max_queued = 1;
+  ASSERT_OK(uvt_lane_new(pool, &lo, &lane));
+  row("uvt_lane_free", "NULL", uvt_lane_free(NULL), UV_EINVAL);
+  row("uvt_lane_stats", "lane or out NULL", uvt_lane_stats(NULL, &ls), UV_EINVAL);
+  pool2 = test_pool(0, 1);
+  ASSERT_OK(uvt_lane_new(pool2, NULL, &lane2));
+  row("uvt_pool_free", "a lane of it exists", uvt_pool_free(pool2), UV_EBUSY);
+  wo.lane = lane2;
+  wo.queue_timeout_ms = 0;
+  row("uvt_threaded_ex", "a lane of another pool than the bridge's", uvt_threaded_ex(&b, &req, &wo, noop_work, noop_after), UV_EINVAL);
+  wo.lane = lane;
+  row("uvt_threaded_ex", "bridge, req or work NULL", uvt_threaded_ex(&b, &req, &wo, NULL, noop_after), UV_EINVAL);
+  row("uvt_threaded_ex", "bridge never initialised", uvt_threaded_ex(&garbage_b, &req, &wo, noop_work, noop_after), UV_EINVAL);
+  lane_running.data = &gate;
+  ASSERT_OK(uvt_threaded_ex(&b, &lane_running, &wo, gate_work, noop_after));
+  gate_await_waiters(&gate, 2);
+  ASSERT_OK(uvt_threaded_ex(&b, &lane_waiting, &wo, noop_work, noop_after)); /* waits: 1 = max_queued */
+  row("uvt_threaded_ex", "the lane's max_queued tasks wait already", uvt_threaded_ex(&b, &req, &wo, noop_work, noop_after), UV_EAGAIN);
+  row("uvt_threaded_ex", "request in flight (waiting in its lane)", uvt_threaded_ex(&b, &lane_waiting, &wo, noop_work, noop_after), UV_EBUSY);
+  row("uvt_lane_free", "a task of it queued, running or not yet delivered", uvt_lane_free(lane), UV_EBUSY);
 
   /* Iterators. */
   row("uvt_threaded_iterable", "bridge, it, gen or cb NULL", uvt_threaded_iterable(&b, &it, 1, NULL, iter_cb), UV_EINVAL);
@@ -213,6 +247,7 @@ static void test_bad_input(void) {
   run_on_thread(other_thread, &other);
   row("uvt_threaded", "not the loop thread", other.threaded, UV_EINVAL);
   row("uvt_threaded_separate", "not the loop thread", other.separate, UV_EINVAL);
+  row("uvt_threaded_ex", "not the loop thread", other.threaded_ex, UV_EINVAL);
   row("uvt_cancel", "not the loop thread", other.cancel, UV_EINVAL);
   row("uvt_bridge_close", "not the loop thread", other.close, UV_EINVAL);
   row("uvt_threaded_iterable", "not the loop thread", other.iterable, UV_EINVAL);
@@ -231,6 +266,7 @@ static void test_bad_input(void) {
   row("uvt_bridge_close", "closing already (double close)", uvt_bridge_close(&b, NULL), UV_EINVAL);
   row("uvt_threaded", "bridge closing", uvt_threaded(&b, &req, noop_work, noop_after), UV_EPIPE);
   row("uvt_threaded_separate", "bridge closing", uvt_threaded_separate(&b, &req, noop_work, noop_after), UV_EPIPE);
+  row("uvt_threaded_ex", "bridge closing", uvt_threaded_ex(&b, &req, &wo, noop_work, noop_after), UV_EPIPE);
   row("uvt_threaded_iterable", "bridge closing", uvt_threaded_iterable(&b, &done_it, 1, one_item_gen, iter_cb), UV_EPIPE);
   row("uvt_chan_init", "bridge closing", uvt_chan_init(&b, &done_ch, 1, chan_cb), UV_EPIPE);
   row("uvt_call", "bridge closing", uvt_call(&b, call_fn, NULL), UV_EPIPE);
@@ -247,6 +283,9 @@ static void test_bad_input(void) {
   uvt_bridge_unref(&b); /* ignored */
   ASSERT_OK(uv_loop_close(&loop));
   gate_destroy(&gate);
+  ASSERT_OK(uvt_lane_free(lane));
+  ASSERT_OK(uvt_lane_free(lane2));
+  ASSERT_OK(uvt_pool_free(pool2));
   ASSERT_OK(uvt_pool_free(pool));
   fprintf(stderr, "%d bad inputs checked\n", rows);
 }

@@ -993,6 +993,102 @@ typedef struct {
   int subcase; /* run only when named */
 } rel_test_t;
 
+/* ==== Lanes: a queue deadline racing the worker that took the task ========
+ *
+ * Defined in lane.c: a task starts when its worker, having read the clock
+ * before the deadline, moves it to RUNNING with a CAS. At the deadline the
+ * loop withdraws it from the pool, or, if a worker holds it unstarted,
+ * moves it to EXPIRED with a CAS of its own: the first CAS decides.
+ * _expired: the worker read the clock in time, then stalls ("lane.start")
+ * past the deadline; the loop's timer expires it meanwhile, so once let go
+ * the worker must not run it: after gets UV_ETIMEDOUT, and uvt_cancel in
+ * between returns 0. A design that checks the deadline only at dequeue, or
+ * trusts the worker's earlier clock read, runs it (status 0).
+ * _started: the worker started it and stalls ("lane.started") past the
+ * deadline: the timer must leave it alone; it runs, after gets 0, and
+ * uvt_cancel in between returns UV_EBUSY. */
+
+static struct {
+  uvt_bridge_t b;
+  uvt_work_t req;
+  uv_timer_t release;
+  int ran; /* written by the worker before its completion is posted */
+  int after_count, after_status;
+  int cancel_rc;
+} ld;
+
+static void ld_work(uvt_work_t* req) {
+  (void)req;
+  ld.ran++;
+}
+
+static void ld_after(uvt_work_t* req, int status) {
+  (void)req;
+  ld.after_count++;
+  ld.after_status = status;
+  ASSERT_OK(uvt_bridge_close(&ld.b, on_closed));
+}
+
+static void ld_release(uv_timer_t* t) {
+  ASSERT(stall_holding()); /* the deadline (20 ms) passed with the worker held */
+  ASSERT_EQ(ld.after_count, 0);
+  ld.cancel_rc = uvt_cancel(&ld.req);
+  stall_release();
+  uv_close((uv_handle_t*)t, on_handle_closed);
+}
+
+static void lane_deadline_case(const char* point, int want_status, int want_cancel_rc) {
+  uv_loop_t loop;
+  uvt_pool_t* pool;
+  uvt_lane_t* lane;
+  uvt_work_options_t o;
+  uvt_pool_stats_t ps;
+  uvt_lane_stats_t ls;
+  hooks_reset();
+  memset(&ld, 0, sizeof(ld));
+  pool = pool_with(0, 1, 1000);
+  ASSERT_OK(uvt_lane_new(pool, NULL, &lane));
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &ld.b, pool));
+  stall_arm(point, &ld.req.uvt__link, NULL, WAIT_MS);
+  o.lane = lane;
+  o.queue_timeout_ms = 20;
+  ASSERT_OK(uvt_threaded_ex(&ld.b, &ld.req, &o, ld_work, ld_after));
+  ASSERT(stall_wait(UNTIL_ARRIVED, WAIT_MS));
+  ASSERT_OK(uv_timer_init(&loop, &ld.release));
+  ASSERT_OK(uv_timer_start(&ld.release, ld_release, 100, 0));
+  closed_count = 0;
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_EQ(closed_count, 1);
+  ASSERT_EQ(ld.after_count, 1);
+  ASSERT_ERR(ld.after_status, want_status);
+  ASSERT_ERR(ld.cancel_rc, want_cancel_rc);
+  ASSERT_EQ(ld.ran, want_status == 0);
+  ASSERT_OK(uvt_pool_stats(pool, &ps));
+  ASSERT_EQ(ps.expired, want_status != 0);
+  ASSERT_EQ(ps.completed, want_status == 0);
+  ASSERT_EQ(ps.submitted, 1);
+  ASSERT_OK(uvt_lane_stats(lane, &ls));
+  ASSERT_EQ(ls.expired, want_status != 0);
+  ASSERT_EQ(ls.completed, want_status == 0);
+  ASSERT_OK(uv_loop_close(&loop));
+  ASSERT_OK(uvt_lane_free(lane));
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
+static void lane_deadline_vs_worker_expired(void) {
+  lane_deadline_case("lane.start", UV_ETIMEDOUT, 0);
+}
+
+static void lane_deadline_vs_worker_started(void) {
+  lane_deadline_case("lane.started", 0, UV_EBUSY);
+}
+
+static void lane_deadline_vs_worker(void) {
+  lane_deadline_vs_worker_expired();
+  lane_deadline_vs_worker_started();
+}
+
 #define FINDING(fn) {#fn, fn, 0}
 #define SUBCASE(fn) {#fn, fn, 1}
 
@@ -1017,6 +1113,9 @@ int main(int argc, char** argv) {
       FINDING(loop_moved_thread),
       SUBCASE(loop_moved_thread_threaded),
       SUBCASE(loop_moved_thread_sync_await),
+      FINDING(lane_deadline_vs_worker),
+      SUBCASE(lane_deadline_vs_worker_expired),
+      SUBCASE(lane_deadline_vs_worker_started),
   };
   size_t i, ran = 0;
   setvbuf(stdout, NULL, _IONBF, 0);

@@ -1,10 +1,14 @@
 /* Stress: several loops on several threads share one small elastic pool and
- * run a random mix of every operation (threaded and separate work, cancels,
- * iterators closed or paused at random, channels closed or stopped with
- * blocked producers, uvt_call, uvt_sync_await), then close their bridge in
- * the middle of it all. Afterwards the books must balance: every accepted
- * request got exactly one final callback, every accepted item was delivered
- * or dropped, every thread was joined, every loop closes.
+ * run a random mix of every operation (threaded and separate work, work in
+ * lanes shared by the loops (max_running 1..4, one with max_queued) with
+ * and without queue deadlines, cancels, iterators closed or paused at
+ * random, channels closed or stopped with blocked producers, uvt_call,
+ * uvt_sync_await), then close their bridge in the middle of it all.
+ * Afterwards the books must balance: every accepted request got exactly one
+ * final callback, every lane's counters add up and agree with the statuses
+ * its tasks' afters saw, no lane ever ran more than max_running tasks at
+ * once, every accepted item was delivered or dropped, every thread was
+ * joined, every loop closes.
  *
  * Runs UVT_STRESS_SECONDS seconds (default 1). */
 #include "test.h"
@@ -12,6 +16,15 @@
 #define LOOPS 3
 #define MAX_INFLIGHT 64
 #define MAX_CHANS 64
+#define LANES 4
+
+/* Lanes shared by every loop: lane k runs at most k + 1 tasks at once. */
+static struct {
+  uvt_lane_t* lane;
+  int running, max;            /* atomic: tasks in their work function */
+  long ok, cancelled, expired; /* atomic: statuses the afters saw */
+  long rejected;               /* atomic: UV_EAGAIN */
+} lanes[LANES];
 
 typedef struct loop_ctx_s loop_ctx_t;
 
@@ -21,6 +34,8 @@ typedef struct {
   int sleep_us;
   int finals;
   int slot;
+  int lane; /* index in lanes, or -1 */
+  int timed; /* submitted with a queue deadline */
 } job_t;
 
 typedef struct {
@@ -79,12 +94,25 @@ static unsigned rnd(loop_ctx_t* c, unsigned n) {
 static void job_work(uvt_work_t* req) {
   job_t* j = (job_t*)req;
   int i;
+  if (j->lane >= 0) {
+    int now = __atomic_add_fetch(&lanes[j->lane].running, 1, __ATOMIC_SEQ_CST);
+    int max = __atomic_load_n(&lanes[j->lane].max, __ATOMIC_RELAXED);
+    while (now > max && !__atomic_compare_exchange_n(&lanes[j->lane].max, &max, now, 1,
+                                                     __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+  }
   for (i = 0; i < j->sleep_us / 50 && !uvt_is_cancelled(req); i++) uv_sleep(0);
+  if (j->lane >= 0) __atomic_sub_fetch(&lanes[j->lane].running, 1, __ATOMIC_SEQ_CST);
 }
 
 static void job_after(uvt_work_t* req, int status) {
   job_t* j = (job_t*)req;
-  ASSERT(status == 0 || status == UV_ECANCELED);
+  ASSERT(status == 0 || status == UV_ECANCELED || (j->timed && status == UV_ETIMEDOUT));
+  if (j->lane >= 0)
+    __atomic_add_fetch(status == 0 ? &lanes[j->lane].ok
+                       : status == UV_ECANCELED ? &lanes[j->lane].cancelled
+                                                : &lanes[j->lane].expired,
+                       1, __ATOMIC_RELAXED);
   ASSERT_EQ(j->finals, 0);
   j->finals++;
   j->ctx->work_finals++;
@@ -92,7 +120,9 @@ static void job_after(uvt_work_t* req, int status) {
   free(j);
 }
 
-static void submit_job(loop_ctx_t* c, int separate) {
+/* how: 0 on the pool, 1 separate, 2 through uvt_threaded_ex (a random lane
+ * or none, a random queue deadline or none). */
+static void submit_job(loop_ctx_t* c, int how) {
   int slot = (int)rnd(c, MAX_INFLIGHT);
   job_t* j;
   int rc;
@@ -101,8 +131,23 @@ static void submit_job(loop_ctx_t* c, int separate) {
   j->ctx = c;
   j->slot = slot;
   j->sleep_us = (int)rnd(c, 400);
-  rc = separate ? uvt_threaded_separate(&c->bridge, &j->req, job_work, job_after)
-                : uvt_threaded(&c->bridge, &j->req, job_work, job_after);
+  j->lane = -1;
+  if (how == 2) {
+    uvt_work_options_t o;
+    j->lane = (int)rnd(c, LANES + 1) - 1;
+    o.lane = j->lane >= 0 ? lanes[j->lane].lane : NULL;
+    o.queue_timeout_ms = rnd(c, 2) ? 0 : 1 + rnd(c, 20);
+    j->timed = o.queue_timeout_ms != 0;
+    rc = uvt_threaded_ex(&c->bridge, &j->req, &o, job_work, job_after);
+    if (rc == UV_EAGAIN) { /* the lane with max_queued */
+      __atomic_add_fetch(&lanes[j->lane].rejected, 1, __ATOMIC_RELAXED);
+      free(j);
+      return;
+    }
+  } else {
+    rc = how ? uvt_threaded_separate(&c->bridge, &j->req, job_work, job_after)
+             : uvt_threaded(&c->bridge, &j->req, job_work, job_after);
+  }
   if (rc != 0) {
     ASSERT_EQ(rc, UV_EPIPE); /* only once the bridge is closing */
     free(j);
@@ -309,6 +354,36 @@ static void caller_main(void* arg) {
   __atomic_sub_fetch(&c->callers_left, 1, __ATOMIC_ACQ_REL);
 }
 
+/* ---- a stats reader ------------------------------------------------------ */
+
+/* Reads the pool's and the lanes' stats all along (their lock-free reads of
+ * the rings, the workers and the lanes' tasks race every other thread). */
+static struct {
+  uvt_pool_t* pool;
+  int stop; /* atomic */
+  long reads;
+} reader;
+
+static void reader_main(void* arg) {
+  (void)arg;
+  while (!__atomic_load_n(&reader.stop, __ATOMIC_ACQUIRE)) {
+    uvt_pool_stats_t st;
+    int i;
+    ASSERT_OK(uvt_pool_stats(reader.pool, &st));
+    ASSERT_LE(st.oldest_queued_ns, 60000000000u);
+    ASSERT_LE(st.oldest_running_ns, 60000000000u);
+    for (i = 0; i < LANES; i++) {
+      uvt_lane_stats_t ls;
+      ASSERT_OK(uvt_lane_stats(lanes[i].lane, &ls));
+      ASSERT_LE(ls.running, (uint64_t)i + 1);
+      /* Exact at any time: a lane counts under its mutex. */
+      ASSERT_EQ(ls.submitted, ls.completed + ls.cancelled + ls.expired + ls.queued + ls.running);
+    }
+    reader.reads++;
+    uv_sleep(1);
+  }
+}
+
 /* ---- the driver -------------------------------------------------------- */
 
 static void bridge_closed(uvt_bridge_t* b) {
@@ -331,15 +406,20 @@ static void on_tick(uv_timer_t* t) {
     return;
   }
   for (n = 0; n < 4; n++, c->ops++) {
-    switch (rnd(c, 10)) {
+    switch (rnd(c, 13)) {
       case 0:
       case 1:
-      case 2:
         submit_job(c, 0);
         break;
-      case 3:
+      case 2:
         submit_job(c, 1);
         break;
+      case 10:
+      case 11:
+      case 12:
+        submit_job(c, 2);
+        break;
+      case 3:
       case 4:
         cancel_random(c);
         break;
@@ -394,16 +474,29 @@ static void test_stress(void) {
   uvt_pool_t* pool;
   uvt_pool_stats_t st;
   static loop_ctx_t ctx[LOOPS];
-  uv_thread_t threads[LOOPS];
+  uv_thread_t threads[LOOPS], reader_thread;
   const char* env = getenv("UVT_STRESS_SECONDS");
   double seconds = env ? atof(env) : 1.0;
   long ops = 0, work = 0, iters = 0, chans = 0, calls = 0, awaits = 0;
+  long lane_tasks = 0, lane_expired = 0;
   int i;
   uvt_pool_options_init(&opts);
   opts.max_threads = 3;
   opts.idle_timeout_ms = 20; /* threads come and go */
   ASSERT_OK(uvt_pool_new(&pool, &opts));
+  memset(lanes, 0, sizeof(lanes));
+  for (i = 0; i < LANES; i++) {
+    uvt_lane_options_t lo;
+    uvt_lane_options_init(&lo);
+    lo.max_running = (unsigned)i + 1;
+    lo.max_queued = i == 1 ? 4 : 0;
+    ASSERT_OK(uvt_lane_new(pool, &lo, &lanes[i].lane));
+  }
   memset(ctx, 0, sizeof(ctx));
+  reader.pool = pool;
+  reader.stop = 0;
+  reader.reads = 0;
+  ASSERT_OK(uv_thread_create(&reader_thread, reader_main, NULL));
   for (i = 0; i < LOOPS; i++) {
     ctx[i].id = i;
     ctx[i].seed = (unsigned)(uv_hrtime() ^ (uint64_t)(i * 7919));
@@ -420,14 +513,34 @@ static void test_stress(void) {
     calls += ctx[i].calls_accepted;
     awaits += ctx[i].awaits_resolved;
   }
+  __atomic_store_n(&reader.stop, 1, __ATOMIC_RELEASE);
+  ASSERT_OK(uv_thread_join(&reader_thread));
+  ASSERT_GT(reader.reads, 0);
   ASSERT_OK(uvt_pool_stats(pool, &st));
   ASSERT_EQ(st.queued, 0);
   ASSERT_EQ(st.running, 0);
-  ASSERT_EQ(st.submitted, st.completed + st.cancelled);
+  ASSERT_EQ(st.submitted, st.completed + st.cancelled + st.expired);
+  for (i = 0; i < LANES; i++) {
+    uvt_lane_stats_t ls;
+    ASSERT_OK(uvt_lane_stats(lanes[i].lane, &ls));
+    ASSERT_EQ(ls.queued, 0);
+    ASSERT_EQ(ls.running, 0);
+    ASSERT_EQ(ls.submitted, ls.completed + ls.cancelled + ls.expired);
+    ASSERT_EQ(ls.completed, lanes[i].ok);
+    ASSERT_EQ(ls.cancelled, lanes[i].cancelled);
+    ASSERT_EQ(ls.expired, lanes[i].expired);
+    ASSERT_EQ(ls.rejected, lanes[i].rejected);
+    ASSERT_LE(lanes[i].max, i + 1);
+    lane_tasks += (long)ls.submitted;
+    lane_expired += (long)ls.expired;
+    ASSERT_OK(uvt_lane_free(lanes[i].lane));
+  }
   ASSERT_OK(uvt_pool_free(pool));
-  printf("stress: %.1f s, %d loops, %ld random operations: %ld jobs, %ld iterators, %ld channels, "
-         "%ld calls, %ld awaits; books balanced\n",
-         seconds, LOOPS, ops, work, iters, chans, calls, awaits);
+  printf("stress: %.1f s, %d loops, %ld random operations: %ld jobs (%ld in lanes, %ld of them "
+         "expired, %ld expired in all), %ld iterators, %ld channels, %ld calls, %ld awaits; books "
+         "balanced\n",
+         seconds, LOOPS, ops, work, lane_tasks, lane_expired, (long)st.expired, iters, chans, calls,
+         awaits);
 }
 
 TEST_MAIN(TEST(test_stress))
