@@ -15,9 +15,11 @@
  * Wake-ups. The first item after a delivery queues the stream's message on
  * the bridge, so a whole batch costs one wake-up: `scheduled` says the
  * message is queued. A producer publishes, then reads `scheduled`; the loop
- * clears it, then reads `tail`; a sequentially consistent fence on each
- * side between the store and the load means either the loop sees the item
- * or the producer sees the flag clear and queues the message. Producers
+ * clears it, then reads `tail`. The lock-free producer and the loop have a
+ * sequentially consistent fence between their store and their load, so
+ * either the loop sees the item or the producer sees the flag clear and
+ * queues the message; producers that publish under the mutex need no
+ * fence, as the loop clears the flag under the mutex too. Producers
  * that find the ring full sleep on `space` after counting themselves in
  * `waiters`; the loop, after it moves head, fences and wakes them if any
  * is counted (the same handshake the other way).
@@ -137,8 +139,8 @@ static void uvt__stream_publish(uvt__stream_t* stream, void* item) {
   uvt__store_release(&stream->tail, stream->tail + 1);
 }
 
-/* Producer side, after a publish: wakes the loop unless it is paused.
- * Seq_cst fence: the publish comes before the reads of state and
+/* The lock-free producer, after a publish: wakes the loop unless it is
+ * paused. Seq_cst fence: the publish comes before the reads of state and
  * scheduled, and the loop clears PAUSED or scheduled before it reads tail
  * (a fence in its delivery): either it sees the item, or we see it may
  * need waking. Relaxed reads after the fence. */
@@ -146,6 +148,13 @@ static void uvt__stream_published(uvt__stream_t* stream) {
   uvt__fence_seq_cst();
   if (uvt__load_relaxed(&stream->state) & UVT__STREAM_PAUSED) return; /* resume schedules */
   uvt__stream_schedule(stream);
+}
+
+/* A producer holding the mutex, after a publish: no fence, since the loop
+ * clears scheduled (and PAUSED) under the same mutex, so either its clear
+ * comes first and we see it, or our publish comes first and it sees that. */
+static void uvt__stream_published_locked(uvt__stream_t* stream) {
+  if (!(stream->lflags & UVT__STREAM_PAUSED)) uvt__stream_schedule(stream);
 }
 
 /* Producer side: whether a slot is free, refreshing the view of head. */
@@ -242,10 +251,13 @@ static unsigned uvt__stream_deliver_msg(uvt__msg_t* msg, unsigned budget) {
   int status;
 
   /* Clear the flag before reading tail (top of the file): a producer that
-   * publishes after our read queues the message again. Release: the
-   * bridge's last writes to the message (its link) happen before the
-   * producer's exchange that finds the flag clear re-links it. */
+   * publishes after our read queues the message again. Under the mutex,
+   * for the producers that publish under it; the fence, for the lock-free
+   * one. Release: the bridge's last writes to the message (its link) happen
+   * before the producer's exchange that finds the flag clear re-links it. */
+  uv_mutex_lock(&stream->mutex);
   uvt__store_release(&stream->scheduled, 0);
+  uv_mutex_unlock(&stream->mutex);
   uvt__fence_seq_cst();
   if (stream->lflags & UVT__STREAM_FINISHED) return 0;
   n = uvt__stream_deliverable(stream) ? uvt__stream_buffered(stream) : 0;
@@ -384,7 +396,7 @@ int uvt__stream_put(uvt__stream_t* stream, void* item, uint64_t timeout_ms, int 
     }
     if (uvt__stream_has_room(stream)) {
       uvt__stream_publish(stream, item);
-      uvt__stream_published(stream);
+      uvt__stream_published_locked(stream);
       rc = 0;
       break;
     }
