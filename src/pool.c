@@ -538,6 +538,13 @@ static int uvt__park_locked(uvt_pool_t* pool, uvt__worker_t* w, int* timed_out) 
     }
     now = uv_hrtime();
     if (now >= deadline) {
+      /* Others exited meanwhile and the pool is down to min_threads: stay
+       * parked (and counted idle), untimed, rather than leave the idle
+       * list only to come back to it. */
+      if (uvt__load_relaxed(&pool->threads) <= pool->opts.min_threads) {
+        timed = 0;
+        continue;
+      }
       *timed_out = 1;
       break;
     }
