@@ -156,7 +156,7 @@ typedef struct uvt__stream_s {
    * owner's part of a bridge close (may be NULL). */
   void (*deliver)(struct uvt__stream_s* stream, int status, void* item);
   void (*closing)(struct uvt__stream_s* stream);
-  void (*drop)(void* item); /* the stop's drop, for items that raced it */
+  uint64_t stop_tail; /* tail when the stop took the buffer (under mutex) */
   uvt__msg_t msg;
   uvt__inflight_t inflight;
   unsigned gate; /* producers inside, and the open bit (stream.c) */

@@ -24,6 +24,11 @@
  * `waiters`; the loop, after it moves head, fences and wakes them if any
  * is counted (the same handshake the other way).
  *
+ * A stop snapshots tail under the mutex (after a fence) and drops exactly
+ * the items up to it before it returns; a generator whose put raced the
+ * stop sees STOPPED after its publish (its fence) and, if its item lies
+ * past the snapshot, takes it back and returns UV_EPIPE (not taken).
+ *
  * State changes (pause, stop, close, the producer's end, the bridge's
  * close, the final callback) take the mutex. `state` mirrors the loop-side
  * flags a lock-free producer must see. A pause, stop or close issued from
@@ -139,15 +144,35 @@ static void uvt__stream_publish(uvt__stream_t* stream, void* item) {
   uvt__store_release(&stream->tail, stream->tail + 1);
 }
 
-/* The lock-free producer, after a publish: wakes the loop unless it is
- * paused. Seq_cst fence: the publish comes before the reads of state and
- * scheduled, and the loop clears PAUSED or scheduled before it reads tail
- * (a fence in its delivery): either it sees the item, or we see it may
- * need waking. Relaxed reads after the fence. */
-static void uvt__stream_published(uvt__stream_t* stream) {
+/* The lock-free producer published the item at pos, and then found the
+ * stream stopped: if the stop took the buffer before our item (its
+ * snapshot of tail, under the mutex), the item was not taken: take it back
+ * (nobody reads past the snapshot once stopped) and refuse it. */
+static int uvt__stream_retract(uvt__stream_t* stream, uint64_t pos) {
+  int rc = 0;
+  uv_mutex_lock(&stream->mutex);
+  if (pos >= stream->stop_tail) {
+    stream->tail_slot = stream->tail_slot == 0 ? stream->cap - 1 : stream->tail_slot - 1;
+    uvt__store_release(&stream->tail, pos);
+    rc = UV_EPIPE;
+  }
+  uv_mutex_unlock(&stream->mutex);
+  return rc;
+}
+
+/* The lock-free producer, after publishing the item at pos: wakes the loop
+ * unless it is paused, and settles a race with a stop. Seq_cst fence: the
+ * publish comes before the reads of state and scheduled, and the loop sets
+ * STOPPED or clears PAUSED or scheduled before it reads tail (a fence in
+ * the stop and in the delivery): either it sees the item, or we see the
+ * state it set. Relaxed reads after the fence. */
+static int uvt__stream_published(uvt__stream_t* stream, uint64_t pos) {
+  unsigned state;
   uvt__fence_seq_cst();
-  if (uvt__load_relaxed(&stream->state) & UVT__STREAM_PAUSED) return; /* resume schedules */
-  uvt__stream_schedule(stream);
+  state = uvt__load_relaxed(&stream->state);
+  if (state & UVT__STREAM_STOPPED) return uvt__stream_retract(stream, pos);
+  if (!(state & UVT__STREAM_PAUSED)) uvt__stream_schedule(stream); /* else resume schedules */
+  return 0;
 }
 
 /* A producer holding the mutex, after a publish: no fence, since the loop
@@ -230,10 +255,6 @@ static void uvt__stream_finish(uvt__stream_t* stream, int status) {
   UVT__TEST_POINT("stream.finish", stream); /* producers may be inside */
   /* Acquire: pairs with the leaves' release. */
   while (uvt__load_acquire(&stream->gate) != 0) uvt__thread_yield();
-  /* A generator's put that raced its stop published after the stop took
-   * the buffer: those items go to the stop's drop now (never lost). */
-  if (stream->lflags & UVT__STREAM_STOPPED)
-    uvt__stream_drop(stream, uvt__stream_buffered(stream), stream->drop);
   uvt__bridge_untrack(stream->impl, &stream->inflight);
   uvt__free(stream->ring);
   stream->ring = NULL;
@@ -342,7 +363,7 @@ int uvt__stream_open(uvt__bridge_impl_t* impl, uvt__stream_t* stream, size_t max
   stream->impl = impl;
   stream->deliver = deliver;
   stream->closing = closing;
-  stream->drop = NULL;
+  stream->stop_tail = UINT64_MAX;
   stream->msg.deliver = uvt__stream_deliver_msg;
   stream->inflight.closing = uvt__stream_bridge_closing;
   uvt__bridge_track(impl, &stream->inflight);
@@ -380,9 +401,9 @@ int uvt__stream_put(uvt__stream_t* stream, void* item, uint64_t timeout_ms, int 
   if (state & UVT__STREAM_JOINS_PRODUCER) {
     if (state & UVT__STREAM_REFUSING) return UV_EPIPE;
     if (uvt__stream_has_room(stream)) {
+      uint64_t pos = stream->tail;
       uvt__stream_publish(stream, item);
-      uvt__stream_published(stream);
-      return 0;
+      return uvt__stream_published(stream, pos);
     }
   }
 
@@ -511,22 +532,25 @@ int uvt__stream_pause(uvt__stream_t* stream, int pause) {
 
 int uvt__stream_stop(uvt__stream_t* stream, uvt_drop_cb drop) {
   uint64_t n;
+  /* Stopped from inside the callback: what it was given is delivered. */
+  uvt__stream_commit(stream);
   uv_mutex_lock(&stream->mutex);
   if (stream->lflags & (UVT__STREAM_STOPPED | UVT__STREAM_FINISHED)) {
     uv_mutex_unlock(&stream->mutex);
     return UV_EINVAL;
   }
   uvt__stream_set_lflags_locked(stream, UVT__STREAM_STOPPED, 0);
-  stream->drop = drop;
+  /* Seq_cst: STOPPED before the read of tail, as the lock-free producer's
+   * publish before its read of state: an item published after this
+   * snapshot is taken back by its producer (uvt__stream_retract). */
+  uvt__fence_seq_cst();
+  stream->stop_tail = uvt__load_acquire(&stream->tail);
   if (uvt__load_relaxed(&stream->waiters) > 0) uv_cond_broadcast(&stream->space);
   uv_mutex_unlock(&stream->mutex);
 
-  /* Stopped from inside the callback: what it was given is delivered. */
-  uvt__stream_commit(stream);
-  /* Producers are refused now (one generator put may still race the flag:
-   * the finish drops what it published). Drop outside the lock, so that
-   * drop may call back into the library. */
-  n = uvt__stream_buffered(stream);
+  /* Producers are refused now; nothing past the snapshot is read. Drop
+   * outside the lock, so that drop may call back into the library. */
+  n = stream->stop_tail - stream->head;
   uvt__stream_drop(stream, n, drop);
   uvt__store_release(&stream->head, stream->head + n);
 
