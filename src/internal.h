@@ -74,7 +74,6 @@ extern UVT_EXTERN void (*uvt__test_hook)(const char* point, const void* obj);
 #define uvt__load_seq_cst(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
 #define uvt__store_relaxed(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
 #define uvt__store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
-#define uvt__store_seq_cst(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
 #define uvt__fetch_add_seq_cst(p, v) __atomic_fetch_add((p), (v), __ATOMIC_SEQ_CST)
 #define uvt__fetch_add_relaxed(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
 #define uvt__fetch_sub_release(p, v) __atomic_fetch_sub((p), (v), __ATOMIC_RELEASE)
