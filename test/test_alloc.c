@@ -191,18 +191,28 @@ static void test_channel_allocates_nothing_per_item(void) {
 }
 
 /* uvt_call's records come from the calling thread's cache: once it holds
- * as many as are in flight, calls allocate nothing. The thread keeps at
- * most IN_FLIGHT calls in flight (it waits for each batch's delivery). */
+ * as many as can be out at once, calls allocate nothing. The thread keeps
+ * at most IN_FLIGHT calls in flight (it waits for each batch's delivery),
+ * but the last record of a batch goes back to the cache just after the
+ * callback that posts `delivered`, so the next batch can find it still out:
+ * IN_FLIGHT + 1 records. The warm-up makes exactly that many exist, with a
+ * first call that holds the loop until the thread has made all the others
+ * (no record can come back in between, whatever the scheduling). */
 #define CALLS (IN_FLIGHT * 16)
 static struct {
   uvt_bridge_t* b;
   uv_sem_t delivered; /* posted after each batch's last call */
+  uv_sem_t all_made; /* the warm-up's first call waits for it */
   long done;
   long allocated; /* during the measured round, both threads */
 } calls;
 static void counted_call(void* arg) {
   (void)arg;
   if (++calls.done % IN_FLIGHT == 0) uv_sem_post(&calls.delivered);
+}
+static void holding_call(void* arg) {
+  (void)arg;
+  uv_sem_wait(&calls.all_made);
 }
 static void last_call(void* arg) { uvt_bridge_unref(arg); }
 static void call_round(void) {
@@ -213,9 +223,12 @@ static void call_round(void) {
   }
 }
 static void caller(void* arg) {
-  long before;
+  long before, i;
   (void)arg;
-  call_round(); /* warm up: fills the cache */
+  ASSERT_OK(uvt_call(calls.b, holding_call, NULL)); /* warm up: IN_FLIGHT + 1 records */
+  for (i = 0; i < IN_FLIGHT; i++) ASSERT_OK(uvt_call(calls.b, counted_call, NULL));
+  uv_sem_post(&calls.all_made);
+  uv_sem_wait(&calls.delivered);
   before = count();
   call_round();
   calls.allocated = count() - before;
@@ -230,14 +243,16 @@ static void test_call_allocates_nothing(void) {
   ASSERT_OK(uv_loop_init(&loop));
   ASSERT_OK(uvt_bridge_init(&loop, &b, pool));
   ASSERT_OK(uv_sem_init(&calls.delivered, 0));
+  ASSERT_OK(uv_sem_init(&calls.all_made, 0));
   calls.b = &b;
   uvt_bridge_ref(&b); /* the thread calls in while the loop has nothing else */
   ASSERT_OK(uv_thread_create(&t, caller, NULL));
   ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
   ASSERT_OK(uv_thread_join(&t));
-  ASSERT_EQ(calls.done, 2 * CALLS);
+  ASSERT_EQ(calls.done, IN_FLIGHT + CALLS);
   ASSERT_EQ(calls.allocated, 0);
   uv_sem_destroy(&calls.delivered);
+  uv_sem_destroy(&calls.all_made);
   test_close_all(&loop, &b);
   ASSERT_OK(uvt_pool_free(pool));
 }
