@@ -88,6 +88,8 @@ typedef struct uvt__qnode_s {
 typedef struct uvt__msg_s {
   struct uvt__msg_s* next;
   unsigned (*deliver)(struct uvt__msg_s* msg, unsigned budget);
+  /* Only for messages the loop polls (uvt__bridge_poll): worth a visit now. */
+  int (*ready)(struct uvt__msg_s* msg);
 } uvt__msg_t;
 
 /* A unit of work for the pool. */
@@ -137,40 +139,40 @@ typedef struct uvt__inflight_s {
 } uvt__inflight_t;
 
 /* The bounded buffer between producer threads and the loop, shared by
- * iterators and channels. Producer- and loop-written positions are kept
- * apart by padding (the struct is caller-allocated, so no alignment). */
+ * iterators and channels (src/stream.c). Producer- and loop-written words
+ * are kept apart by padding (the struct is caller-allocated, so no
+ * alignment). */
 typedef struct uvt__stream_s {
-  uv_mutex_t mutex; /* state changes; serialises channel producers */
+  uv_mutex_t mutex; /* state changes; blocked producers */
   uv_cond_t space;  /* blocked producers wait here */
-  void** ring;
-  size_t cap;
+  struct uvt__slot_s* ring;
+  size_t cap;       /* max_size: the bound */
+  size_t mask;      /* the ring's slots (a power of two) - 1 */
   unsigned waiters; /* atomic: producers spinning or asleep for space */
   unsigned flags;   /* producer-side state, guarded by mutex */
   unsigned lflags;  /* loop-side state: written by the loop under mutex */
-  unsigned state;   /* atomic: what a lock-free producer must know of lflags */
   int status;       /* the producer's own end (iterators: the generator's result) */
-  int scheduled;    /* atomic: msg is queued on the bridge, or about to be */
+  int hold;         /* loop thread: why it holds the scheduled bit (stream.c) */
+  int joined;       /* one producer, which the end waits for (set at open) */
+  size_t ready_at;  /* items buffered that make a polled stream worth a visit */
   struct uvt__bridge_impl_s* impl;
   void* ctx;
   /* The owner's hooks, loop thread: an item or the final status; the
    * owner's part of a bridge close (may be NULL). */
   void (*deliver)(struct uvt__stream_s* stream, int status, void* item);
   void (*closing)(struct uvt__stream_s* stream);
-  uint64_t stop_tail; /* tail when the stop took the buffer (under mutex) */
   uvt__msg_t msg;
   uvt__inflight_t inflight;
   unsigned gate; /* producers inside, and the open bit (stream.c) */
   uintptr_t tag;
-  /* Producer side: items published (atomic), the next slot, head as last seen. */
+  /* Producer side: positions claimed and two bits (atomic), head as last seen. */
   char uvt__pad1[64];
-  uint64_t tail;
-  size_t tail_slot;
+  uint64_t claim;
   uint64_t seen_head;
-  /* Loop side: items passed to the callback and committed (atomic), the
-   * slot of head, items of the current batch passed but not committed. */
+  /* Loop side: items passed to the callback and committed (atomic), items
+   * of the current batch passed but not committed. */
   char uvt__pad2[64];
   uint64_t head;
-  size_t head_slot;
   size_t taken;
 } uvt__stream_t;
 

@@ -12,7 +12,11 @@
  * nothing, and the drain takes them before it ends (it ends only by
  * swapping the bare marker for NULL, or on a spent budget, which re-arms).
  * In a flood this saves the producers an eventfd write, and the loop a
- * trip through epoll, for every time the drain catches up with them.
+ * trip through epoll, for every time the drain catches up with them. The
+ * loop's short wait before it polls (uvt__bridge_prepare_cb) leaves the
+ * same marker in the empty stack: a push during the wait sends nothing,
+ * and the wait delivers it itself, then has the loop poll without
+ * blocking (an idle handle) so that it comes back to wait again.
  *
  * A producer still touches the bridge after its push makes the message
  * visible if it calls uv_async_send, so a producer whose push may find the
@@ -172,6 +176,15 @@ void uvt__bridge_post_local(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
   uv_async_send(&impl->async);
 }
 
+static void uvt__bridge_nudge_cb(uv_idle_t* nudge);
+
+void uvt__bridge_poll(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
+  /* Order does not matter here: each message is a different object. */
+  msg->next = impl->polled;
+  impl->polled = msg;
+  if (!impl->finishing) uv_idle_start(&impl->nudge, uvt__bridge_nudge_cb);
+}
+
 uvt__record_t* uvt__bridge_record_take(uvt__bridge_impl_t* impl, size_t size) {
   uvt__record_t* rec;
   uv_mutex_lock(&impl->records_mutex);
@@ -269,7 +282,9 @@ static void uvt__bridge_closed_cb(uv_handle_t* handle) {
 
 /* Loop thread, bridge closing: ends it once nothing is left in flight. */
 static void uvt__bridge_maybe_finish(uvt__bridge_impl_t* impl) {
-  if (impl->finishing || !uvt__queue_empty(&impl->inflight) || impl->ready_head != NULL) return;
+  if (impl->finishing || !uvt__queue_empty(&impl->inflight) || impl->ready_head != NULL ||
+      impl->polled != NULL)
+    return;
   if (uvt__load_acquire(&impl->inbox) != NULL) return;
   /* Every request has been delivered; threads may still be on their way out
    * (between a push and its uv_async_send, or returning an await record),
@@ -285,6 +300,7 @@ static void uvt__bridge_maybe_finish(uvt__bridge_impl_t* impl) {
   impl->finishing = 1;
   uv_ref((uv_handle_t*)&impl->async);
   uv_close((uv_handle_t*)&impl->prepare, uvt__bridge_closed_cb);
+  uv_close((uv_handle_t*)&impl->nudge, uvt__bridge_closed_cb);
   uv_close((uv_handle_t*)&impl->first, uvt__bridge_closed_cb);
   uv_close((uv_handle_t*)&impl->deadlines, uvt__bridge_closed_cb);
   uv_close((uv_handle_t*)&impl->async, uvt__bridge_closed_cb);
@@ -302,21 +318,82 @@ static void uvt__bridge_learn_loop_thread(uvt__bridge_impl_t* impl) {
  * round trip (a task's after submits the next, a thread's sync_await
  * follows the last) the answer comes within microseconds, and a sleep and
  * wake-up of the loop thread cost 5-30 us on a VM. The wait only reads the
- * inbox's line. After a miss it is not tried again until a drain delivers,
- * so an idle loop, or one with only a long task in flight, never spins:
- * at most one miss (this long) per delivering drain. */
+ * inbox's line (and, every few rounds, what polled messages' ready hooks
+ * read). After a miss it is not tried again until a drain delivers, so an
+ * idle loop, or one with only a long task in flight, never spins: at most
+ * one miss (this long) per delivering drain. A polled message (a stream in
+ * a flood) is delivered when its hook says it is ready, or when the wait
+ * ends. */
 #define UVT__LOOP_SPIN_NS 20000u
+
+static void uvt__bridge_drain(uv_async_t* async);
+
+/* Started for one iteration: an active idle handle makes the poll not block. */
+static void uvt__bridge_nudge_cb(uv_idle_t* nudge) { uv_idle_stop(nudge); }
+
+/* Whether a polled message is worth a visit now. */
+static int uvt__bridge_polled_ready(uvt__bridge_impl_t* impl) {
+  uvt__msg_t* msg;
+  for (msg = impl->polled; msg != NULL; msg = msg->next)
+    if (msg->ready(msg)) return 1;
+  return 0;
+}
+
+/* The wait: until a push lands on the marker, a polled message is ready,
+ * or the time is up. The polled messages' hooks read lines that producers
+ * write, so they are asked only every few rounds. */
+static void uvt__bridge_wait(uvt__bridge_impl_t* impl) {
+  uint64_t until = uv_hrtime() + UVT__LOOP_SPIN_NS;
+  unsigned round;
+  for (round = 1;; round++) {
+    /* Relaxed: a hint; the drain's exchange acquires what was pushed. */
+    if (uvt__load_relaxed(&impl->inbox) != UVT__DRAIN_MARKER) return;
+    uvt__cpu_relax();
+    if ((round & 15) != 0) continue;
+    if (impl->polled != NULL && uvt__bridge_polled_ready(impl)) return;
+    if ((round & 63) == 0 && uv_hrtime() > until) return;
+  }
+}
 
 /* Every loop iteration, before the loop polls for I/O: callbacks of this
  * iteration (I/O, check, close) and timers of the next know the thread;
  * then the short wait above. */
 static void uvt__bridge_prepare_cb(uv_prepare_t* prepare) {
   uvt__bridge_impl_t* impl = uvt__container_of(prepare, uvt__bridge_impl_t, prepare);
+  uvt__msg_t* expected = NULL;
+  int marked;
   uvt__bridge_learn_loop_thread(impl);
-  if (!impl->busy || impl->closing) return;
-  /* Relaxed: a hint; the poll that follows finds the wake-up the push sent. */
-  UVT__SPIN_WHILE(uvt__load_relaxed(&impl->inbox) == NULL, UVT__LOOP_SPIN_NS);
-  if (uvt__load_relaxed(&impl->inbox) == NULL) impl->busy = 0;
+  if (!impl->busy && impl->polled == NULL) return;
+  /* The marker in the empty inbox: pushes during the wait wake nobody. A
+   * non-empty inbox was pushed with a wake-up, which the poll finds.
+   * Relaxed: the marker carries no data; the drain's exchange acquires. */
+  marked = uvt__cas_strong_relaxed(&impl->inbox, &expected, UVT__DRAIN_MARKER);
+  if (marked) {
+    if (!impl->closing) uvt__bridge_wait(impl);
+    expected = UVT__DRAIN_MARKER;
+    /* Relaxed, as above. Nothing came: the next push wakes the poll. */
+    if (uvt__cas_strong_relaxed(&impl->inbox, &expected, NULL) && impl->polled == NULL) {
+      impl->busy = 0;
+      return;
+    }
+  } else if (impl->polled == NULL) {
+    return;
+  }
+  /* Deliver here what landed on the marker (it sent nothing) and the
+   * polled messages, and poll without blocking so that this comes round
+   * again. */
+  while (impl->polled != NULL) {
+    uvt__msg_t* msg = impl->polled;
+    impl->polled = msg->next;
+    msg->next = NULL;
+    if (impl->ready_tail != NULL)
+      impl->ready_tail->next = msg;
+    else
+      impl->ready_head = msg;
+    impl->ready_tail = msg;
+  }
+  uvt__bridge_drain(&impl->async);
+  if (!impl->finishing) uv_idle_start(&impl->nudge, uvt__bridge_nudge_cb); /* a callback may close */
 }
 
 /* The first iteration runs timers before any prepare: a 0 ms timer started
@@ -440,14 +517,17 @@ int uvt_bridge_init(uv_loop_t* loop, uvt_bridge_t* bridge, uvt_pool_t* pool) {
   uv_prepare_init(loop, &impl->prepare);
   uv_prepare_start(&impl->prepare, uvt__bridge_prepare_cb);
   uv_unref((uv_handle_t*)&impl->prepare);
+  uv_idle_init(loop, &impl->nudge);
+  uv_unref((uv_handle_t*)&impl->nudge);
   uv_timer_init(loop, &impl->first);
   uv_timer_start(&impl->first, uvt__bridge_first_cb, 0, 0);
   uv_unref((uv_handle_t*)&impl->first);
   /* Requests with deadlines keep the loop alive themselves. */
   uv_timer_init(loop, &impl->deadlines);
   uv_unref((uv_handle_t*)&impl->deadlines);
-  impl->async.data = impl->prepare.data = impl->first.data = impl->deadlines.data = impl;
-  impl->handles_open = 4;
+  impl->async.data = impl->prepare.data = impl->nudge.data = impl->first.data =
+      impl->deadlines.data = impl;
+  impl->handles_open = 5;
   impl->bridge = bridge;
   impl->loop_thread = uv_thread_self();
   uvt__queue_init(&impl->inflight);

@@ -35,14 +35,16 @@ typedef struct uvt__bridge_impl_s {
   /* Loop-side state, on another line. */
   _Alignas(UVT__CACHE_LINE) uv_async_t async;
   uv_prepare_t prepare; /* learns the loop thread every iteration (unref'd) */
+  uv_idle_t nudge;      /* after the prepare delivered: the next poll must not block */
   uv_timer_t first;     /* learns it at the first iteration's timers (unref'd) */
   uv_timer_t deadlines; /* due at the nearest deadline in the heap (unref'd) */
   uvt__heap_node_t* timed; /* the heap of uvt__timed_t, nearest first */
-  int handles_open;     /* async, prepare, first and deadlines, until all are closed */
+  int handles_open;     /* async, prepare, nudge, first, deadlines, until all are closed */
   uvt_bridge_t* bridge;
   uv_thread_t loop_thread; /* atomic: read by any thread */
   uvt__msg_t* ready_head;  /* loop-local FIFO of messages to deliver */
   uvt__msg_t* ready_tail;
+  uvt__msg_t* polled;      /* loop-local: delivered again next iteration (uvt__bridge_poll) */
   uvt__qnode_t inflight; /* what is in flight (uvt__inflight_t) */
   unsigned refs;         /* nodes of it that keep the loop alive */
   uvt_batch_cb batch_enter, batch_leave;
@@ -105,6 +107,10 @@ void uvt__bridge_leave(uvt_bridge_t* bridge);
 void uvt__bridge_post_entered(uvt__bridge_impl_t* impl, uvt__msg_t* msg);
 /* Loop thread: queues msg behind the current batch and schedules a drain. */
 void uvt__bridge_post_local(uvt__bridge_impl_t* impl, uvt__msg_t* msg);
+/* Loop thread: delivers msg again at the next loop iteration, once its
+ * ready hook says so or after a short wait (bridge.c); the loop does not
+ * block in between. */
+void uvt__bridge_poll(uvt__bridge_impl_t* impl, uvt__msg_t* msg);
 
 /* Any thread: borrows a record of size bytes (the same size for every
  * record of a bridge; a record's first member is a uvt__record_t; zeroed

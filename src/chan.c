@@ -15,18 +15,12 @@ static int uvt__chan_loop_side(uvt_chan_t* ch) {
   return ch != NULL && uvt__stream_on_loop_side(&ch->uvt__stream);
 }
 
-/* A producer's call on ch: inside the stream's gate (see stream.c). With
- * refuse_on_loop, a put that may block refuses the loop thread, full or
- * not: it would deadlock. */
+/* A producer's put on ch. With refuse_on_loop, a put that may block
+ * refuses the loop thread, full or not: it would deadlock. */
 static int uvt__chan_produce(uvt_chan_t* ch, void* item, uint64_t timeout_ms, int full_err,
                              int refuse_on_loop) {
-  int rc;
   if (ch == NULL) return UV_EINVAL;
-  if ((rc = uvt__stream_enter(&ch->uvt__stream)) != 0) return rc;
-  if (refuse_on_loop) rc = uvt__stream_check_blocking_put(&ch->uvt__stream);
-  if (rc == 0) rc = uvt__stream_put(&ch->uvt__stream, item, timeout_ms, full_err);
-  uvt__stream_leave(&ch->uvt__stream);
-  return rc;
+  return uvt__stream_put(&ch->uvt__stream, item, timeout_ms, full_err, refuse_on_loop);
 }
 
 int uvt_chan_init(uvt_bridge_t* bridge, uvt_chan_t* ch, size_t max_size, uvt_chan_cb cb) {

@@ -95,6 +95,7 @@ extern UVT_EXTERN void (*uvt__test_hook)(const char* point, const void* obj);
 #define uvt__cas_weak_acquire(p, expected, desired) \
   __atomic_compare_exchange_n((p), (expected), (desired), 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)
 #define uvt__fetch_and_relaxed(p, v) __atomic_fetch_and((p), (v), __ATOMIC_RELAXED)
+#define uvt__fetch_or_relaxed(p, v) __atomic_fetch_or((p), (v), __ATOMIC_RELAXED)
 /* Weak CAS that publishes on success; *expected is refreshed on failure. */
 #define uvt__cas_weak_release(p, expected, desired) \
   __atomic_compare_exchange_n((p), (expected), (desired), 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED)

@@ -107,7 +107,7 @@ int uvt_threaded_iterable_separate(uvt_bridge_t* bridge, uvt_iter_t* it, size_t 
 
 int uvt_yield(uvt_iter_t* it, void* item) {
   if (it == NULL || uvt__tls_iter != it) return UV_EINVAL;
-  return uvt__stream_put(&it->uvt__stream, item, UINT64_MAX, UV_EAGAIN);
+  return uvt__stream_put(&it->uvt__stream, item, UINT64_MAX, UV_EAGAIN, 0);
 }
 
 /* Whether it is open and this is its loop thread. */

@@ -1,51 +1,83 @@
 /* The bounded buffer between producer threads and the loop (stream.h).
  *
- * A ring of max_size slots with two positions: `tail`, the items producers
- * have published, and `head`, the items the loop has passed to the owner's
- * deliver hook and committed. Each side writes only its own position (with
- * a release store) and reads the other's (with an acquire load), so items
- * cross without a lock: an iterator's generator, the one producer of its
- * stream, puts with no locked instruction at all; a channel's producers
- * serialise on the stream's mutex among themselves, never with the loop.
- * An item stays counted against max_size (tail - head) until it was passed
- * to the callback, which keeps the bound exact; the loop commits every
- * quarter buffer and at the end of a batch, so producers refill the freed
- * slots while the rest of the batch is delivered.
+ * A ring of slots, a power of two of them, at least max_size, each with
+ * a sequence word, and two positions: `claim`, the items producers have
+ * claimed a slot for, and `head`, the items the loop has passed to the
+ * owner's deliver hook and committed. A producer claims position pos with
+ * one CAS on `claim`, while pos - head < max_size, writes its item into
+ * slot pos & mask and publishes it by storing pos + 1 into the slot's
+ * sequence word (release); the loop delivers slots in order as long as
+ * their word says published (acquire). So items cross with one locked
+ * instruction per item and no lock: from a generator, and from any number
+ * of channel producers. An item stays counted against max_size until it was
+ * passed to the callback, which keeps the bound exact; the loop commits
+ * every quarter buffer and at the end of a batch, so producers refill the
+ * freed slots while the rest of the batch is delivered.
  *
- * Wake-ups. The first item after a delivery queues the stream's message on
- * the bridge, so a whole batch costs one wake-up: `scheduled` says the
- * message is queued. A producer publishes, then reads `scheduled`; the loop
- * clears it, then reads `tail`. The lock-free producer and the loop have a
- * sequentially consistent fence between their store and their load, so
- * either the loop sees the item or the producer sees the flag clear and
- * queues the message; producers that publish under the mutex need no
- * fence, as the loop clears the flag under the mutex too. Producers
- * that find the ring full sleep on `space` after counting themselves in
- * `waiters`; the loop, after it moves head, fences and wakes them if any
- * is counted (the same handshake the other way).
+ * `claim` also holds two bits, changed by the same atomic operations:
+ * SCHEDULED, the loop will visit the stream (its message is queued on the
+ * bridge, or the loop holds it: `hold`), and REFUSING, no more claims
+ * (closed, stopped, the producer done, the bridge closing). The claim that
+ * finds SCHEDULED clear sets it and, after it published, queues the
+ * message; only the loop clears it, in one RMW that also reads the claimed
+ * position, so either the loop sees a claim or the claim sees the bit
+ * clear and queues the message: no fence on either side, and the message
+ * is never queued twice.
  *
- * A stop snapshots tail under the mutex (after a fence) and drops exactly
- * the items up to it before it returns; a generator whose put raced the
- * stop sees STOPPED after its publish (its fence) and, if its item lies
- * past the snapshot, takes it back and returns UV_EPIPE (not taken).
+ * Batches. A visit that delivered something keeps the bit and has the
+ * bridge poll the stream (uvt__bridge_poll): the loop comes back at its
+ * next iteration, after a short wait for half the buffer to fill, without
+ * any producer queueing anything or waking it. So in a flood the producers
+ * pay one CAS per item and the loop takes half a buffer per visit; a visit
+ * that finds nothing new lets go of the bit. A claimed slot the loop finds
+ * not yet published (its producer is between its CAS and its store) is
+ * waited for briefly, else polled for. A claim keeps its producer "inside":
+ * the final callback needs the claimed position delivered, so it never
+ * runs while a claim is unpublished, and the producer that queues the
+ * message publishes before it queues. Producers that block for space, and
+ * a producer's close, pass the stream's gate (below) instead.
+ *
+ * A stop sets REFUSING, which returns the claimed position at that
+ * instant: it waits for those items to be published and drops them before
+ * it returns; claims after it fail. Producers that find the ring full
+ * sleep on `space` after counting themselves in `waiters`; the loop, after
+ * it moves head, fences and wakes them if any is counted (a Dekker
+ * handshake: each side fences between its store and its load).
  *
  * State changes (pause, stop, close, the producer's end, the bridge's
- * close, the final callback) take the mutex. `state` mirrors the loop-side
- * flags a lock-free producer must see. A pause, stop or close issued from
- * inside a callback takes effect before the next item.
+ * close, the final callback) take the mutex. A pause, stop or close issued
+ * from inside a callback takes effect before the next item.
  *
  * Channel producers may call at any time, also while the loop finishes the
- * stream and its final callback frees or reopens it. They pass the stream's
- * gate: a count of producers inside and an open bit, entered by a CAS only
- * while the bit is set. The finish clears the bit and waits for the count
- * to drop (those inside are refused at once: they hold the mutex for a few
- * instructions), so the final callback runs with no producer inside, and
- * a reopen's fresh mutex is never one that somebody holds. */
+ * stream and its final callback frees or reopens it. Those that block and
+ * those that close pass the stream's gate: a count of producers inside and
+ * an open bit, entered by a CAS only while the bit is set. The finish
+ * clears the bit and waits for the count to drop (those inside are refused
+ * at once: they hold the mutex for a few instructions), so the final
+ * callback runs with no producer inside, and a reopen's fresh mutex is
+ * never one that somebody holds. */
 #include "stream.h"
 
 #define UVT__KIND_STREAM_DONE (UVT__KIND_STREAM ^ (uintptr_t)0xd0d0)
 #define UVT__PUT_SPIN_NS 10000u /* a full buffer: how long a producer spins before it sleeps */
 #define UVT__STREAM_GATE_OPEN 0x80000000u
+#define UVT__UNPUBLISHED_SPIN_NS 2000u /* a claimed slot: how long the loop waits for its publish */
+
+/* stream->claim: the claimed position and two bits. */
+#define UVT__CLAIM_REFUSING ((uint64_t)1 << 63)
+#define UVT__CLAIM_SCHEDULED ((uint64_t)1 << 62)
+#define UVT__CLAIM_POS (UVT__CLAIM_SCHEDULED - 1)
+
+/* A slot: its item, published once seq == its position + 1. */
+typedef struct uvt__slot_s {
+  uint64_t seq; /* atomic */
+  void* item;
+} uvt__slot_t;
+
+/* What a claimed slot holds when its put was refused after the claim (a
+ * blocking put on the loop thread): the loop skips it. */
+static char uvt__void_item;
+#define UVT__VOID_ITEM ((void*)&uvt__void_item)
 
 /* stream->flags: written by any thread, always under stream->mutex. */
 enum {
@@ -53,8 +85,7 @@ enum {
   UVT__STREAM_PRODUCER_DONE = 1u << 1 /* the producer ended (or never will run) */
 };
 /* stream->lflags: written only by the loop thread, under stream->mutex, so
- * the loop may read them without the lock. The same bits in stream->state
- * (written with them) are what producers read without the lock. */
+ * the loop may read them without the lock. */
 enum {
   UVT__STREAM_PAUSED = 1u << 0,         /* no delivery until resumed */
   UVT__STREAM_STOPPED = 1u << 1,        /* aborted: buffer dropped, producers refused */
@@ -63,13 +94,6 @@ enum {
   UVT__STREAM_JOINS_PRODUCER = 1u << 4  /* one producer, joined by the end (set at open) */
 };
 #define UVT__STREAM_REFUSING (UVT__STREAM_STOPPED | UVT__STREAM_BRIDGE_CLOSING | UVT__STREAM_FINISHED)
-
-/* Loop thread, lock held: changes lflags and publishes them to producers. */
-static void uvt__stream_set_lflags_locked(uvt__stream_t* stream, unsigned set, unsigned clear) {
-  stream->lflags = (stream->lflags | set) & ~clear;
-  /* Release: a producer that sees a bit sees what the loop did before. */
-  uvt__store_release(&stream->state, stream->lflags);
-}
 
 /* Lock held. */
 static int uvt__stream_refusing(const uvt__stream_t* stream) {
@@ -82,10 +106,9 @@ static int uvt__stream_deliverable(const uvt__stream_t* stream) {
   return !(stream->lflags & UVT__STREAM_PAUSED) || (stream->lflags & UVT__STREAM_BRIDGE_CLOSING);
 }
 
-/* Items published and not yet committed (loop thread). Acquire: pairs with
- * the producers' release of tail, so the items' slots are written. */
+/* Items claimed and not yet committed, published or not (loop thread). */
 static uint64_t uvt__stream_buffered(const uvt__stream_t* stream) {
-  return uvt__load_acquire(&stream->tail) - stream->head;
+  return (uvt__load_relaxed(&stream->claim) & UVT__CLAIM_POS) - stream->head;
 }
 
 int uvt__stream_is_open(const uvt__stream_t* stream) {
@@ -123,71 +146,107 @@ int uvt__stream_on_loop_side(const uvt__stream_t* stream) {
   return uvt__stream_is_open(stream) && uvt__bridge_on_loop_thread(stream->impl);
 }
 
-/* Queues the stream's message on the bridge unless it is queued already.
- * Any thread while the stream is open (the bridge is alive); a producer
- * fences between its publish and this (see the top of the file). */
-static void uvt__stream_schedule(uvt__stream_t* stream) {
-  /* Relaxed peek: in a flood the message is queued and this is one load. */
-  if (uvt__load_relaxed(&stream->scheduled)) return;
-  /* Acq_rel exchange: one of the racing schedulers posts. */
-  if (__atomic_exchange_n(&stream->scheduled, 1, __ATOMIC_ACQ_REL) == 0)
-    uvt__bridge_post(stream->impl, &stream->msg);
+/* Sets SCHEDULED (and extra bits) and queues the message if the bit was
+ * clear: then nobody else queues it (top of the file). Any thread while
+ * the stream is open; the loop uses uvt__stream_schedule_loop. The bit is
+ * handed over by the atomicity of the RMW on one word; acquire: the loop's
+ * last writes to the message (its link) happen before we link it again
+ * (the loop lets go of the bit with a release). */
+static void uvt__stream_schedule(uvt__stream_t* stream, uint64_t extra) {
+  uint64_t c = __atomic_fetch_or(&stream->claim, UVT__CLAIM_SCHEDULED | extra, __ATOMIC_ACQ_REL);
+  if (!(c & UVT__CLAIM_SCHEDULED)) uvt__bridge_post(stream->impl, &stream->msg);
 }
 
-/* Producer side: writes item into the next slot and publishes it. The
- * caller checked for room (and holds the mutex unless it is the stream's
- * one producer). */
-static void uvt__stream_publish(uvt__stream_t* stream, void* item) {
-  stream->ring[stream->tail_slot] = item;
-  if (++stream->tail_slot == stream->cap) stream->tail_slot = 0;
-  /* Release: the slot is written before the loop sees the item. */
-  uvt__store_release(&stream->tail, stream->tail + 1);
-}
+/* Why the loop holds SCHEDULED without the message queued (stream->hold). */
+enum {
+  UVT__HOLD_NONE = 0, /* it does not: the bit says queued, or it is clear */
+  UVT__HOLD_VISITING, /* the message is being delivered: its end decides */
+  UVT__HOLD_POLLED,   /* on the bridge's polled list: visited next iteration */
+  UVT__HOLD_PARKED    /* paused: a resume (stop, bridge close) queues it */
+};
 
-/* The lock-free producer published the item at pos, and then found the
- * stream stopped: if the stop took the buffer before our item (its
- * snapshot of tail, under the mutex), the item was not taken: take it back
- * (nobody reads past the snapshot once stopped) and refuse it. */
-static int uvt__stream_retract(uvt__stream_t* stream, uint64_t pos) {
-  int rc = 0;
-  uv_mutex_lock(&stream->mutex);
-  if (pos >= stream->stop_tail) {
-    stream->tail_slot = stream->tail_slot == 0 ? stream->cap - 1 : stream->tail_slot - 1;
-    uvt__store_release(&stream->tail, pos);
-    rc = UV_EPIPE;
+/* Loop thread: schedules a visit, whatever the loop holds. */
+static void uvt__stream_schedule_loop(uvt__stream_t* stream, uint64_t extra) {
+  switch (stream->hold) {
+    case UVT__HOLD_VISITING: /* the visit's end sees the new state */
+    case UVT__HOLD_POLLED:   /* visited at the next iteration */
+      if (extra != 0) uvt__fetch_or_relaxed(&stream->claim, extra);
+      return;
+    case UVT__HOLD_PARKED:
+      stream->hold = UVT__HOLD_NONE;
+      if (extra != 0) uvt__fetch_or_relaxed(&stream->claim, extra);
+      uvt__bridge_post(stream->impl, &stream->msg);
+      return;
+    default:
+      uvt__stream_schedule(stream, extra);
   }
-  uv_mutex_unlock(&stream->mutex);
+}
+
+/* Claims the next position: 0, UV_EAGAIN if the ring is full (nothing
+ * changed), UV_EPIPE once the stream refuses items. *post: the claim set
+ * SCHEDULED, so the caller queues the message after it published. Any
+ * thread. */
+static int uvt__stream_claim(uvt__stream_t* stream, uint64_t* pos, int* post) {
+  /* Relaxed: the CAS below decides, and acquires. */
+  uint64_t c = uvt__load_relaxed(&stream->claim);
+  /* Relaxed: a reopen may be storing it (stream_open). */
+  size_t cap = uvt__load_relaxed(&stream->cap);
+  for (;;) {
+    uint64_t p = c & UVT__CLAIM_POS;
+    if (c & UVT__CLAIM_REFUSING) return UV_EPIPE;
+    /* Acquire: pairs with the release of seen_head (and of head, below),
+     * so the loop's reads of the slot we may reuse happen before our write. */
+    if (p - uvt__load_acquire(&stream->seen_head) >= cap) {
+      /* Acquire: pairs with the loop's release of head. */
+      uint64_t head = uvt__load_acquire(&stream->head);
+      if (p - head >= cap) return UV_EAGAIN;
+      /* Release: passes the acquire of head on to other producers. The
+       * value may go back (a slower producer stores an older head): that
+       * only sends a producer here again. */
+      uvt__store_release(&stream->seen_head, head);
+    }
+    /* Acquire on success: the stream as opened (the release of claim in
+     * uvt__stream_open heads the release sequence of every claim). The
+     * SCHEDULED bit needs no order: see uvt__stream_schedule. A CAS that
+     * fails on a reopen's claim of 0 may succeed next round, in the new
+     * incarnation: a late put racing a reopen lands there. */
+    if (__atomic_compare_exchange_n(&stream->claim, &c, (c + 1) | UVT__CLAIM_SCHEDULED, 1,
+                                    __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+      *pos = p;
+      *post = !(c & UVT__CLAIM_SCHEDULED);
+      return 0;
+    }
+  }
+}
+
+/* Writes the item into its claimed slot and publishes it, then queues the
+ * message if the claim set SCHEDULED (after the publish: the visit it
+ * causes finds the item). A blocking put on the loop thread is refused
+ * here, after its claim (which keeps the stream and its bridge alive for
+ * the check): its slot is published empty. */
+static int uvt__stream_fill(uvt__stream_t* stream, uint64_t pos, int post, void* item,
+                            int refuse_loop) {
+  uvt__slot_t* slot = &stream->ring[pos & stream->mask];
+  int rc = 0;
+  if (refuse_loop && uvt__bridge_on_loop_thread(stream->impl)) {
+    item = UVT__VOID_ITEM;
+    rc = UV_EBUSY;
+  }
+  slot->item = item;
+  UVT__TEST_POINT("stream.fill", stream); /* claimed, not yet published */
+  /* Release: the item is written before the loop sees the slot published. */
+  uvt__store_release(&slot->seq, pos + 1);
+  if (post) uvt__bridge_post(stream->impl, &stream->msg);
   return rc;
 }
 
-/* The lock-free producer, after publishing the item at pos: wakes the loop
- * unless it is paused, and settles a race with a stop. Seq_cst fence: the
- * publish comes before the reads of state and scheduled, and the loop sets
- * STOPPED or clears PAUSED or scheduled before it reads tail (a fence in
- * the stop and in the delivery): either it sees the item, or we see the
- * state it set. Relaxed reads after the fence. */
-static int uvt__stream_published(uvt__stream_t* stream, uint64_t pos) {
-  unsigned state;
-  uvt__fence_seq_cst();
-  state = uvt__load_relaxed(&stream->state);
-  if (state & UVT__STREAM_STOPPED) return uvt__stream_retract(stream, pos);
-  if (!(state & UVT__STREAM_PAUSED)) uvt__stream_schedule(stream); /* else resume schedules */
-  return 0;
-}
-
-/* A producer holding the mutex, after a publish: no fence, since the loop
- * clears scheduled (and PAUSED) under the same mutex, so either its clear
- * comes first and we see it, or our publish comes first and it sees that. */
-static void uvt__stream_published_locked(uvt__stream_t* stream) {
-  if (!(stream->lflags & UVT__STREAM_PAUSED)) uvt__stream_schedule(stream);
-}
-
-/* Producer side: whether a slot is free, refreshing the view of head. */
-static int uvt__stream_has_room(uvt__stream_t* stream) {
-  if (stream->tail - stream->seen_head < stream->cap) return 1;
-  /* Acquire: the loop read the slots it freed before it moved head. */
-  stream->seen_head = uvt__load_acquire(&stream->head);
-  return stream->tail - stream->seen_head < stream->cap;
+/* Loop thread: the item at pos once it is published, else 0. */
+static int uvt__stream_slot_ready(const uvt__stream_t* stream, uint64_t pos, void** item) {
+  const uvt__slot_t* slot = &stream->ring[pos & stream->mask];
+  /* Acquire: pairs with the producer's release, so the item is written. */
+  if (uvt__load_acquire(&slot->seq) != pos + 1) return 0;
+  *item = slot->item;
+  return 1;
 }
 
 /* Commits the items of the current batch already passed to the callback,
@@ -196,8 +255,6 @@ static void uvt__stream_commit(uvt__stream_t* stream) {
   size_t taken = stream->taken;
   if (taken == 0) return;
   stream->taken = 0;
-  stream->head_slot += taken;
-  if (stream->head_slot >= stream->cap) stream->head_slot -= stream->cap;
   /* Release: our reads of the slots happen before producers refill them. */
   uvt__store_release(&stream->head, stream->head + taken);
   /* Seq_cst: head before the read of waiters (top of the file). */
@@ -206,15 +263,6 @@ static void uvt__stream_commit(uvt__stream_t* stream) {
     uv_mutex_lock(&stream->mutex);
     uv_cond_broadcast(&stream->space);
     uv_mutex_unlock(&stream->mutex);
-  }
-}
-
-/* Loop thread: passes the next n buffered items to drop, or discards them. */
-static void uvt__stream_drop(uvt__stream_t* stream, uint64_t n, uvt_drop_cb drop) {
-  for (; n > 0; n--) {
-    void* item = stream->ring[stream->head_slot];
-    if (++stream->head_slot == stream->cap) stream->head_slot = 0;
-    if (drop != NULL) drop(item);
   }
 }
 
@@ -264,58 +312,114 @@ static void uvt__stream_finish(uvt__stream_t* stream, int status) {
   stream->deliver(stream, status, NULL); /* may free the stream's owner */
 }
 
+/* The polled stream is worth a visit: half its buffer is published (a
+ * producer may be waiting for space). Only the slot that makes it half is
+ * read, not claim: the loop asks often while it waits, and claim's line is
+ * the one producers write for every item, while that slot's line is
+ * written once, when they get there. A stream that refuses items is
+ * visited when the wait times out. Relaxed: a hint; the visit reads the
+ * slots with acquire. */
+static int uvt__stream_ready(uvt__msg_t* msg) {
+  uvt__stream_t* stream = uvt__container_of(msg, uvt__stream_t, msg);
+  uint64_t target = stream->head + stream->ready_at - 1;
+  return uvt__load_relaxed(&stream->ring[target & stream->mask].seq) == target + 1;
+}
+
+/* The loop's visit, while it holds SCHEDULED. In a flood it keeps holding
+ * it and polls the stream (producers then queue nothing); it lets go when a
+ * visit finds nothing new. */
 static unsigned uvt__stream_deliver_msg(uvt__msg_t* msg, unsigned budget) {
   uvt__stream_t* stream = uvt__container_of(msg, uvt__stream_t, msg);
-  uint64_t n, i;
-  size_t slot, commit_every;
+  uint64_t end, c;
+  void* item;
+  size_t commit_every;
   unsigned used = 0;
   int status;
 
-  /* Clear the flag before reading tail (top of the file): a producer that
-   * publishes after our read queues the message again. Under the mutex,
-   * for the producers that publish under it; the fence, for the lock-free
-   * one. Release: the bridge's last writes to the message (its link) happen
-   * before the producer's exchange that finds the flag clear re-links it. */
-  uv_mutex_lock(&stream->mutex);
-  uvt__store_release(&stream->scheduled, 0);
-  uv_mutex_unlock(&stream->mutex);
-  uvt__fence_seq_cst();
   if (stream->lflags & UVT__STREAM_FINISHED) return 0;
-  n = uvt__stream_deliverable(stream) ? uvt__stream_buffered(stream) : 0;
-  if (n > budget) n = budget;
+  stream->hold = UVT__HOLD_VISITING;
+  /* Relaxed: the slots' sequence words order their items. */
+  end = uvt__load_relaxed(&stream->claim) & UVT__CLAIM_POS;
 
   /* Commit every quarter buffer, so that producers refill the freed slots
    * while the rest of the batch is delivered (the bound stays exact: only
    * items already passed to the callback are released). */
   commit_every = stream->cap / 4 > 0 ? stream->cap / 4 : 1;
-  slot = stream->head_slot;
   stream->taken = 0;
-  for (i = 0; i < n && uvt__stream_deliverable(stream); i++) {
-    void* item = stream->ring[slot];
-    if (++slot == stream->cap) slot = 0;
+  while (used < budget && uvt__stream_deliverable(stream)) {
+    uint64_t pos = stream->head + stream->taken;
+    if (pos >= end) break;
+    if (!uvt__stream_slot_ready(stream, pos, &item)) {
+      /* Its producer is between its claim and its publish: mostly a few
+       * instructions away, unless it was descheduled there. */
+      UVT__SPIN_WHILE(!uvt__stream_slot_ready(stream, pos, &item), UVT__UNPUBLISHED_SPIN_NS);
+      if (!uvt__stream_slot_ready(stream, pos, &item)) break;
+    }
     stream->taken++;
     used++;
-    uvt__bridge_before_callback(stream->impl);
-    stream->deliver(stream, 0, item);
-    if (stream->taken >= commit_every && i + 1 < n) uvt__stream_commit(stream);
+    if (item != UVT__VOID_ITEM) {
+      uvt__bridge_before_callback(stream->impl);
+      stream->deliver(stream, 0, item);
+    }
+    if (stream->taken >= commit_every) uvt__stream_commit(stream);
   }
   uvt__stream_commit(stream);
 
+  if (!uvt__stream_deliverable(stream) && !(stream->lflags & UVT__STREAM_STOPPED)) {
+    stream->hold = UVT__HOLD_PARKED; /* paused */
+    return used;
+  }
+  /* Poll on in a flood (unless no more can come: then the end may be due
+   * now), or for a slot not yet published. Relaxed, as above. */
+  if (uvt__stream_deliverable(stream) &&
+      (stream->head < end ||
+       (used > 0 && !(uvt__load_relaxed(&stream->claim) & UVT__CLAIM_REFUSING)))) {
+    stream->hold = UVT__HOLD_POLLED;
+    uvt__bridge_poll(stream->impl, &stream->msg);
+    return used;
+  }
+
+  /* Nothing new: let go of SCHEDULED, so that the next claim queues the
+   * message. Release: our writes to the message (the bridge linked it)
+   * happen before a claim's acquire finds the bit clear and links it
+   * again. Items claimed before this (their claims queued nothing) need
+   * another visit. */
+  stream->hold = UVT__HOLD_NONE;
+  c = __atomic_fetch_and(&stream->claim, ~UVT__CLAIM_SCHEDULED, __ATOMIC_RELEASE);
+  if ((c & UVT__CLAIM_POS) != stream->head && uvt__stream_deliverable(stream)) {
+    uvt__stream_schedule_loop(stream, 0);
+    return used;
+  }
+  /* The end can only be due once the stream refuses items (every ending
+   * sets REFUSING under the mutex, then schedules). */
+  if (!(c & UVT__CLAIM_REFUSING)) return used;
   uv_mutex_lock(&stream->mutex);
   /* Finish only while our message is not queued again (a state change
-   * queued it under this lock; the generator's lock-free puts all come
-   * before its PRODUCER_DONE): the final callback may free the stream. */
-  if (!uvt__load_relaxed(&stream->scheduled) && uvt__stream_final_due(stream, &status)) {
-    uvt__stream_set_lflags_locked(stream, UVT__STREAM_FINISHED, 0);
+   * since we let go queued it, under this lock): the final callback may
+   * free the stream. */
+  if (!(uvt__load_relaxed(&stream->claim) & UVT__CLAIM_SCHEDULED) &&
+      uvt__stream_final_due(stream, &status)) {
+    stream->lflags |= UVT__STREAM_FINISHED;
     uv_mutex_unlock(&stream->mutex);
     uvt__stream_finish(stream, status);
     return used + 1;
   }
-  /* Out of budget with items left: come back on the next drain. */
-  if (uvt__stream_buffered(stream) > 0 && uvt__stream_deliverable(stream))
-    uvt__stream_schedule(stream);
   uv_mutex_unlock(&stream->mutex);
   return used;
+}
+
+/* Loop thread: waits for the items claimed before pos to be published, and
+ * passes them to drop (or discards them). */
+static void uvt__stream_drop_to(uvt__stream_t* stream, uint64_t end, uvt_drop_cb drop) {
+  while (stream->head < end) {
+    void* item;
+    /* A producer between its claim and its publish: a few instructions,
+     * unless it was descheduled there. */
+    while (!uvt__stream_slot_ready(stream, stream->head, &item)) uvt__thread_yield();
+    /* Release: our read of the slot happens before a producer refills it. */
+    uvt__store_release(&stream->head, stream->head + 1);
+    if (drop != NULL && item != UVT__VOID_ITEM) drop(item);
+  }
 }
 
 /* The bridge is closing: producers are refused, the buffer is still
@@ -323,9 +427,9 @@ static unsigned uvt__stream_deliver_msg(uvt__msg_t* msg, unsigned budget) {
 static void uvt__stream_bridge_closing(uvt__inflight_t* node) {
   uvt__stream_t* stream = uvt__container_of(node, uvt__stream_t, inflight);
   uv_mutex_lock(&stream->mutex);
-  uvt__stream_set_lflags_locked(stream, UVT__STREAM_BRIDGE_CLOSING, 0);
+  stream->lflags |= UVT__STREAM_BRIDGE_CLOSING;
   if (uvt__load_relaxed(&stream->waiters) > 0) uv_cond_broadcast(&stream->space);
-  uvt__stream_schedule(stream);
+  uvt__stream_schedule_loop(stream, UVT__CLAIM_REFUSING);
   uv_mutex_unlock(&stream->mutex);
   if (stream->closing != NULL) stream->closing(stream);
 }
@@ -333,12 +437,15 @@ static void uvt__stream_bridge_closing(uvt__inflight_t* node) {
 int uvt__stream_open(uvt__bridge_impl_t* impl, uvt__stream_t* stream, size_t max_size,
                      uvt__stream_deliver_cb deliver, uvt__stream_closing_cb closing,
                      int joins_producer) {
-  void** ring;
+  uvt__slot_t* ring;
+  size_t slots = 1;
   int rc;
   if (uvt__stream_is_open(stream)) return UV_EBUSY;
-  if (max_size > SIZE_MAX / sizeof(void*)) return UV_ENOMEM;
-  ring = uvt__malloc(max_size * sizeof(void*));
+  if (max_size > SIZE_MAX / 2 / sizeof(uvt__slot_t)) return UV_ENOMEM;
+  while (slots < max_size) slots <<= 1;
+  ring = uvt__malloc(slots * sizeof(uvt__slot_t));
   if (ring == NULL) return UV_ENOMEM;
+  memset(ring, 0, slots * sizeof(uvt__slot_t)); /* seq 0: position 0 needs 1 */
   /* Always initialised afresh: memory reused since a finish may still carry
    * the finished tag while its mutex bytes were overwritten. (A finished
    * stream never destroys them: its final callback may reopen it; on the
@@ -350,23 +457,33 @@ int uvt__stream_open(uvt__bridge_impl_t* impl, uvt__stream_t* stream, size_t max
     uv_mutex_destroy(&stream->mutex);
     goto fail;
   }
+  /* A late producer of the last incarnation may still read cap, joined,
+   * head, seen_head and claim before its claim fails (relaxed atomics);
+   * everything else it reads only after a claim, which acquires the
+   * release store of claim below. */
   stream->ring = ring;
-  stream->cap = max_size;
-  stream->tail = stream->head = stream->seen_head = 0;
-  stream->tail_slot = stream->head_slot = stream->taken = 0;
+  uvt__store_relaxed(&stream->cap, max_size);
+  stream->mask = slots - 1;
+  uvt__store_relaxed(&stream->seen_head, (uint64_t)0);
+  uvt__store_relaxed(&stream->head, (uint64_t)0);
+  stream->taken = 0;
   stream->waiters = 0;
-  stream->scheduled = 0;
   stream->flags = 0;
-  stream->lflags = stream->state = joins_producer ? UVT__STREAM_JOINS_PRODUCER : 0;
+  stream->lflags = joins_producer ? UVT__STREAM_JOINS_PRODUCER : 0;
+  stream->hold = UVT__HOLD_NONE;
+  uvt__store_relaxed(&stream->joined, joins_producer);
+  stream->ready_at = (max_size + 1) / 2;
   stream->status = 0;
   stream->ctx = uvt_context_get();
   stream->impl = impl;
   stream->deliver = deliver;
   stream->closing = closing;
-  stream->stop_tail = UINT64_MAX;
   stream->msg.deliver = uvt__stream_deliver_msg;
+  stream->msg.ready = uvt__stream_ready;
   stream->inflight.closing = uvt__stream_bridge_closing;
   uvt__bridge_track(impl, &stream->inflight);
+  /* Release: a claim sees the stream as opened (above). */
+  uvt__store_release(&stream->claim, (uint64_t)0);
   /* A finished stream's gate is closed and empty, and nobody enters a
    * closed gate: this store races with no producer. */
   uvt__store_relaxed(&stream->gate, UVT__STREAM_GATE_OPEN);
@@ -389,25 +506,16 @@ void uvt__stream_discard(uvt__stream_t* stream) {
   uv_mutex_destroy(&stream->mutex);
 }
 
-int uvt__stream_put(uvt__stream_t* stream, void* item, uint64_t timeout_ms, int full_err) {
+/* A put that found the ring full and may wait: under the mutex, counted in
+ * waiters while it spins or sleeps. Returns with a claim (0, *pos, *post),
+ * or UV_EPIPE or full_err. */
+static int uvt__stream_wait_claim(uvt__stream_t* stream, uint64_t timeout_ms, int full_err,
+                                  uint64_t* pos, int* post) {
   uint64_t deadline = 0;
   int waited = 0;
   int spun = 0;
   int rc;
-
-  /* The one producer of a joined stream (a generator) needs no lock while
-   * there is room. Acquire: pairs with the loop's release of state. */
-  unsigned state = uvt__load_acquire(&stream->state);
-  if (state & UVT__STREAM_JOINS_PRODUCER) {
-    if (state & UVT__STREAM_REFUSING) return UV_EPIPE;
-    if (uvt__stream_has_room(stream)) {
-      uint64_t pos = stream->tail;
-      uvt__stream_publish(stream, item);
-      return uvt__stream_published(stream, pos);
-    }
-  }
-
-  if (timeout_ms != UINT64_MAX && timeout_ms != 0) deadline = uvt__deadline_after_ms(timeout_ms);
+  if (timeout_ms != UINT64_MAX) deadline = uvt__deadline_after_ms(timeout_ms);
   uv_mutex_lock(&stream->mutex);
   UVT__TEST_POINT("stream.put.locked", stream); /* the loop may finish the stream */
   for (;;) {
@@ -415,16 +523,7 @@ int uvt__stream_put(uvt__stream_t* stream, void* item, uint64_t timeout_ms, int 
       rc = UV_EPIPE;
       break;
     }
-    if (uvt__stream_has_room(stream)) {
-      uvt__stream_publish(stream, item);
-      uvt__stream_published_locked(stream);
-      rc = 0;
-      break;
-    }
-    if (timeout_ms == 0) {
-      rc = full_err;
-      break;
-    }
+    if ((rc = uvt__stream_claim(stream, pos, post)) != UV_EAGAIN) break;
     /* Counted, then a fence, then the last look at head: the loop moves
      * head, fences, then reads waiters, so either it sees us or we see
      * head moved (and it wakes us under the mutex we hold until we wait). */
@@ -439,14 +538,17 @@ int uvt__stream_put(uvt__stream_t* stream, void* item, uint64_t timeout_ms, int 
       spun = 1;
       uv_mutex_unlock(&stream->mutex);
       UVT__TEST_POINT("stream.put.spin", stream); /* the stream may end here */
-      UVT__SPIN_WHILE(uvt__load_relaxed(&stream->tail) - uvt__load_relaxed(&stream->head) >=
+      UVT__SPIN_WHILE((uvt__load_relaxed(&stream->claim) & UVT__CLAIM_POS) -
+                              uvt__load_relaxed(&stream->head) >=
                           stream->cap,
                       UVT__PUT_SPIN_NS);
       uv_mutex_lock(&stream->mutex);
       uvt__fetch_sub_seq_cst(&stream->waiters, 1u);
       continue;
     }
-    if (uvt__stream_has_room(stream) || uvt__stream_refusing(stream)) {
+    if ((uvt__load_acquire(&stream->claim) & UVT__CLAIM_POS) - uvt__load_acquire(&stream->head) <
+            stream->cap ||
+        uvt__stream_refusing(stream)) {
       uvt__fetch_sub_seq_cst(&stream->waiters, 1u);
       continue;
     }
@@ -457,7 +559,8 @@ int uvt__stream_put(uvt__stream_t* stream, void* item, uint64_t timeout_ms, int 
       if (now >= deadline ||
           uv_cond_timedwait(&stream->space, &stream->mutex, deadline - now) == UV_ETIMEDOUT) {
         uvt__fetch_sub_seq_cst(&stream->waiters, 1u);
-        if (uvt__stream_has_room(stream) || uvt__stream_refusing(stream)) continue;
+        if ((rc = uvt__stream_claim(stream, pos, post)) != UV_EAGAIN) break;
+        if (uvt__stream_refusing(stream)) continue;
         rc = full_err;
         break;
       }
@@ -467,20 +570,43 @@ int uvt__stream_put(uvt__stream_t* stream, void* item, uint64_t timeout_ms, int 
   /* The last producer leaving a refusing stream may be what its end waits for. */
   if (waited && uvt__load_relaxed(&stream->waiters) == 0 && rc == UV_EPIPE &&
       !(stream->lflags & UVT__STREAM_FINISHED))
-    uvt__stream_schedule(stream);
+    uvt__stream_schedule(stream, 0);
   uv_mutex_unlock(&stream->mutex);
   return rc;
 }
 
-int uvt__stream_check_blocking_put(uvt__stream_t* stream) {
-  int rc = 0;
-  uv_mutex_lock(&stream->mutex);
-  /* Under the lock: the bridge is alive while the stream accepts items. */
-  if (uvt__stream_refusing(stream))
-    rc = UV_EPIPE;
-  else if (uvt__bridge_on_loop_thread(stream->impl))
+int uvt__stream_put(uvt__stream_t* stream, void* item, uint64_t timeout_ms, int full_err,
+                    int refuse_loop) {
+  uint64_t pos;
+  int post;
+  int rc;
+  int joined;
+  uintptr_t tag;
+  (void)UVT__TAG_READ(stream->tag);
+  /* Acquire: pairs with the release stores of the tag, so an open tag
+   * shows the stream as opened. */
+  tag = uvt__load_acquire(&stream->tag);
+  if (tag == UVT__TAG(stream, UVT__KIND_STREAM_DONE)) return UV_EPIPE;
+  if (tag != UVT__TAG(stream, UVT__KIND_STREAM)) return UV_EINVAL;
+
+  /* With room, a claim is all it takes (top of the file). */
+  rc = uvt__stream_claim(stream, &pos, &post);
+  if (rc == 0) return uvt__stream_fill(stream, pos, post, item, refuse_loop);
+  if (rc != UV_EAGAIN) return rc;
+  if (timeout_ms == 0 && !refuse_loop) return full_err;
+
+  /* Full: wait under the mutex, inside the gate (a stream that joins its
+   * one producer needs no gate: its end waits for the producer). */
+  joined = uvt__load_relaxed(&stream->joined); /* a reopen may be storing it */
+  if (!joined && (rc = uvt__stream_enter(stream)) != 0) return rc;
+  if (refuse_loop && uvt__bridge_on_loop_thread(stream->impl))
     rc = UV_EBUSY;
-  uv_mutex_unlock(&stream->mutex);
+  else if (timeout_ms == 0)
+    rc = full_err;
+  else
+    rc = uvt__stream_wait_claim(stream, timeout_ms, full_err, &pos, &post);
+  if (rc == 0) rc = uvt__stream_fill(stream, pos, post, item, refuse_loop);
+  if (!joined) uvt__stream_leave(stream);
   return rc;
 }
 
@@ -492,7 +618,7 @@ int uvt__stream_close(uvt__stream_t* stream) {
   } else {
     stream->flags |= UVT__STREAM_CLOSED;
     if (uvt__load_relaxed(&stream->waiters) > 0) uv_cond_broadcast(&stream->space);
-    uvt__stream_schedule(stream);
+    uvt__stream_schedule(stream, UVT__CLAIM_REFUSING);
   }
   uv_mutex_unlock(&stream->mutex);
   return rc;
@@ -510,7 +636,7 @@ void uvt__stream_producer_done(uvt__stream_t* stream, int status) {
   uv_mutex_lock(&stream->mutex);
   stream->status = status;
   stream->flags |= UVT__STREAM_PRODUCER_DONE;
-  uvt__stream_schedule(stream);
+  uvt__stream_schedule(stream, UVT__CLAIM_REFUSING);
   uv_mutex_unlock(&stream->mutex);
 }
 
@@ -521,17 +647,17 @@ int uvt__stream_pause(uvt__stream_t* stream, int pause) {
     return UV_EINVAL; /* stopped or finished: not open any more */
   }
   if (pause) {
-    uvt__stream_set_lflags_locked(stream, UVT__STREAM_PAUSED, 0);
+    stream->lflags |= UVT__STREAM_PAUSED;
   } else if (stream->lflags & UVT__STREAM_PAUSED) {
-    uvt__stream_set_lflags_locked(stream, 0, UVT__STREAM_PAUSED);
-    uvt__stream_schedule(stream);
+    stream->lflags &= ~(unsigned)UVT__STREAM_PAUSED;
+    uvt__stream_schedule_loop(stream, 0);
   }
   uv_mutex_unlock(&stream->mutex);
   return 0;
 }
 
 int uvt__stream_stop(uvt__stream_t* stream, uvt_drop_cb drop) {
-  uint64_t n;
+  uint64_t end;
   /* Stopped from inside the callback: what it was given is delivered. */
   uvt__stream_commit(stream);
   uv_mutex_lock(&stream->mutex);
@@ -539,23 +665,18 @@ int uvt__stream_stop(uvt__stream_t* stream, uvt_drop_cb drop) {
     uv_mutex_unlock(&stream->mutex);
     return UV_EINVAL;
   }
-  uvt__stream_set_lflags_locked(stream, UVT__STREAM_STOPPED, 0);
-  /* Seq_cst: STOPPED before the read of tail, as the lock-free producer's
-   * publish before its read of state: an item published after this
-   * snapshot is taken back by its producer (uvt__stream_retract). */
-  uvt__fence_seq_cst();
-  stream->stop_tail = uvt__load_acquire(&stream->tail);
+  stream->lflags |= UVT__STREAM_STOPPED;
+  /* Relaxed: what was claimed up to now is dropped below (its slots'
+   * sequence words order the items); later claims fail. */
+  end = uvt__fetch_or_relaxed(&stream->claim, UVT__CLAIM_REFUSING) & UVT__CLAIM_POS;
   if (uvt__load_relaxed(&stream->waiters) > 0) uv_cond_broadcast(&stream->space);
   uv_mutex_unlock(&stream->mutex);
 
-  /* Producers are refused now; nothing past the snapshot is read. Drop
-   * outside the lock, so that drop may call back into the library. */
-  n = stream->stop_tail - stream->head;
-  uvt__stream_drop(stream, n, drop);
-  uvt__store_release(&stream->head, stream->head + n);
+  /* Drop outside the lock, so that drop may call back into the library. */
+  uvt__stream_drop_to(stream, end, drop);
 
   uv_mutex_lock(&stream->mutex);
-  uvt__stream_schedule(stream); /* the final callback, once producers left */
+  uvt__stream_schedule_loop(stream, 0); /* the final callback, once producers left */
   uv_mutex_unlock(&stream->mutex);
   return 0;
 }

@@ -27,21 +27,21 @@ int uvt__stream_is_open(const uvt__stream_t* stream);
 /* The stream is open and this is its loop thread. */
 int uvt__stream_on_loop_side(const uvt__stream_t* stream);
 
-/* Producer side, for producers the stream does not join (channels): enter
- * before any other call and leave after it. Enter returns 0, UV_EPIPE once
- * the stream is finished (nothing but its tag and gate touched), or
- * UV_EINVAL if it was never opened. The final callback waits for every
- * producer inside to leave, so it may free or reopen the stream. */
+/* Producer side, for producers the stream does not join (channels), around
+ * calls other than put: enter returns 0, UV_EPIPE once the stream is
+ * finished (nothing but its tag and gate touched), or UV_EINVAL if it was
+ * never opened. The final callback waits for every producer inside to
+ * leave, so it may free or reopen the stream. */
 int uvt__stream_enter(uvt__stream_t* stream);
 void uvt__stream_leave(uvt__stream_t* stream);
 
-/* Producer side. timeout_ms UINT64_MAX blocks forever, 0 never blocks;
- * when the buffer stays full past timeout_ms, returns full_err. UV_EPIPE
- * once the stream refuses items. */
-int uvt__stream_put(uvt__stream_t* stream, void* item, uint64_t timeout_ms, int full_err);
-/* Before a put that may block: UV_EPIPE if the stream refuses items,
- * UV_EBUSY on the loop thread (the put would deadlock), else 0. */
-int uvt__stream_check_blocking_put(uvt__stream_t* stream);
+/* Producer side, any thread, no enter needed. timeout_ms UINT64_MAX blocks
+ * forever, 0 never blocks; when the buffer stays full past timeout_ms,
+ * returns full_err. UV_EPIPE once the stream refuses items (or is
+ * finished), UV_EINVAL if it was never opened; with refuse_loop, UV_EBUSY
+ * on the loop thread (a put that may block would deadlock there). */
+int uvt__stream_put(uvt__stream_t* stream, void* item, uint64_t timeout_ms, int full_err,
+                    int refuse_loop);
 /* Producer side, graceful: later puts get UV_EPIPE; the buffer is still
  * delivered, then the final callback gets UV_EOF. UV_EPIPE if it already
  * refuses items. Any thread. */
