@@ -1089,6 +1089,208 @@ static void lane_deadline_vs_worker(void) {
   lane_deadline_vs_worker_started();
 }
 
+/* ==== 11. A claimed slot not yet published ==================================
+ *
+ * A put claims its slot with one CAS and publishes it with a later store
+ * (stream.c); "stream.fill" stalls a producer between the two.
+ *
+ * stop_waits_for_publish: the loop stops the channel while a put is stalled
+ * there. The stop must wait for the item and drop it before it returns, and
+ * the put returns 0 (its item was taken, then dropped). A stop that did not
+ * wait would return first and the item would be lost or delivered after the
+ * final callback.
+ *
+ * unpublished_slot_polled: while the loop holds the stream in a flood (a
+ * visit is delivering item 0), producer A claims slot 1 and stalls before
+ * publishing it, and producer B claims and publishes slot 2. Neither claim
+ * queued the stream (the loop held it), so only the loop's own polling can
+ * bring it back: items 1 and 2 must arrive, in order, once A publishes, and
+ * item 2 never before item 1. */
+
+typedef struct {
+  uvt_chan_t ch; /* first: the callbacks cast back */
+  uvt_bridge_t* bridge;
+  uv_thread_t producer, releaser;
+  event_t stalled; /* the stall is armed */
+  int put_rc;
+  int stop_returned; /* atomic: set by the loop after uvt_chan_stop returned */
+  int released_while_stopping; /* the releaser saw the stop still waiting */
+  int dropped, delivered, finals, final_status;
+} pub_t;
+
+static pub_t* pub_dropping;
+static void pub_drop(void* item) {
+  ASSERT_EQ((intptr_t)item, 7);
+  pub_dropping->dropped++;
+}
+
+static void pub_stop_cb(uvt_chan_t* ch, int status, void* item) {
+  pub_t* p = (pub_t*)ch;
+  if (item != NULL) {
+    p->delivered++;
+    return;
+  }
+  p->finals++;
+  p->final_status = status;
+  ASSERT_OK(uvt_bridge_close(p->bridge, on_closed));
+}
+
+static void pub_stop_producer(void* arg) {
+  pub_t* p = arg;
+  ASSERT(event_wait(&p->stalled, WAIT_MS)); /* the stall is armed */
+  p->put_rc = uvt_chan_put(&p->ch, (void*)7); /* stalls in stream.fill */
+}
+
+/* Releases the stalled producer after the loop has been in the stop a while. */
+static void pub_releaser(void* arg) {
+  pub_t* p = arg;
+  ASSERT(stall_wait(UNTIL_ARRIVED, WAIT_MS));
+  uv_sleep(50);
+  p->released_while_stopping = !LOAD(&p->stop_returned) && stall_holding();
+  stall_release();
+}
+
+static void pub_stop_timer(uv_timer_t* t) {
+  pub_t* p = t->data;
+  /* The producer is stalled between its claim and its publish. */
+  ASSERT(stall_wait(UNTIL_ARRIVED, WAIT_MS));
+  ASSERT_OK(uv_thread_create(&p->releaser, pub_releaser, p));
+  pub_dropping = p;
+  ASSERT_OK(uvt_chan_stop(&p->ch, pub_drop));
+  STORE(&p->stop_returned, 1);
+  ASSERT_EQ(p->dropped, 1); /* before the stop returned */
+  uv_close((uv_handle_t*)t, on_handle_closed);
+}
+
+static void stream_stop_waits_for_publish(void) {
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uv_timer_t timer;
+  uvt_pool_t* pool = pool_with(0, 1, 1000);
+  pub_t p;
+  hooks_reset();
+  memset(&p, 0, sizeof(p));
+  event_init(&p.stalled);
+  p.bridge = &b;
+  p.put_rc = 1;
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &b, pool));
+  ASSERT_OK(uvt_chan_init(&b, &p.ch, 4, pub_stop_cb));
+  ASSERT_OK(uv_thread_create(&p.producer, pub_stop_producer, &p));
+  /* Armed for the producer's thread before it can reach the point. */
+  stall_arm("stream.fill", NULL, &p.producer, STALL_MS * 4);
+  event_set(&p.stalled);
+  ASSERT_OK(uv_timer_init(&loop, &timer));
+  timer.data = &p;
+  ASSERT_OK(uv_timer_start(&timer, pub_stop_timer, 0, 0));
+  closed_count = 0;
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_OK(uv_thread_join(&p.producer));
+  ASSERT_OK(uv_thread_join(&p.releaser));
+  ASSERT_EQ(p.released_while_stopping, 1);
+  ASSERT_EQ(p.put_rc, 0);
+  ASSERT_EQ(p.dropped, 1);
+  ASSERT_EQ(p.delivered, 0);
+  ASSERT_EQ(p.finals, 1);
+  ASSERT_ERR(p.final_status, UV_ECANCELED);
+  ASSERT_EQ(closed_count, 1);
+  ASSERT_OK(uv_loop_close(&loop));
+  ASSERT_OK(uvt_pool_free(pool));
+  event_destroy(&p.stalled);
+}
+
+typedef struct {
+  uvt_chan_t ch; /* first: the callbacks cast back */
+  uvt_bridge_t* bridge;
+  uv_thread_t a, b, releaser;
+  event_t go_a, go_b, b_done;
+  int n;
+  intptr_t order[4];
+  int finals;
+} poll_t;
+
+static void poll_release_later(void* arg) {
+  (void)arg;
+  uv_sleep(50); /* the loop polls meanwhile, and must deliver nothing */
+  stall_release();
+}
+
+static void poll_cb(uvt_chan_t* ch, int status, void* item) {
+  poll_t* p = (poll_t*)ch;
+  if (item == NULL) {
+    ASSERT_ERR(status, UV_EOF);
+    p->finals++;
+    ASSERT_OK(uvt_bridge_close(p->bridge, on_closed));
+    return;
+  }
+  ASSERT(p->n < 4);
+  p->order[p->n++] = (intptr_t)item;
+  if ((intptr_t)item != 100) return;
+  /* Inside the visit that delivers item 0: the loop holds the stream. */
+  event_set(&p->go_a);
+  ASSERT(stall_wait(UNTIL_ARRIVED, WAIT_MS)); /* A claimed slot 1 */
+  event_set(&p->go_b);
+  ASSERT(event_wait(&p->b_done, WAIT_MS)); /* B claimed and published slot 2 */
+  ASSERT_OK(uv_thread_create(&p->releaser, poll_release_later, NULL));
+}
+
+static void poll_a(void* arg) {
+  poll_t* p = arg;
+  ASSERT(event_wait(&p->go_a, WAIT_MS));
+  ASSERT_OK(uvt_chan_put(&p->ch, (void*)101)); /* stalls in stream.fill */
+  ASSERT_OK(uvt_chan_close(&p->ch));           /* after B's item: its claim came first */
+}
+
+static void poll_b(void* arg) {
+  poll_t* p = arg;
+  ASSERT(event_wait(&p->go_b, WAIT_MS));
+  ASSERT_OK(uvt_chan_put(&p->ch, (void*)102));
+  event_set(&p->b_done);
+}
+
+static void stream_unpublished_slot_polled(void) {
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uvt_pool_t* pool = pool_with(0, 1, 1000);
+  poll_t p;
+  hooks_reset();
+  memset(&p, 0, sizeof(p));
+  event_init(&p.go_a);
+  event_init(&p.go_b);
+  event_init(&p.b_done);
+  p.bridge = &b;
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &b, pool));
+  ASSERT_OK(uvt_chan_init(&b, &p.ch, 4, poll_cb));
+  ASSERT_OK(uv_thread_create(&p.a, poll_a, &p));
+  ASSERT_OK(uv_thread_create(&p.b, poll_b, &p));
+  stall_arm("stream.fill", NULL, &p.a, STALL_MS * 4);
+  ASSERT_OK(uvt_chan_try_put(&p.ch, (void*)100)); /* item 0, from the loop thread */
+  closed_count = 0;
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_OK(uv_thread_join(&p.a));
+  ASSERT_OK(uv_thread_join(&p.b));
+  ASSERT_OK(uv_thread_join(&p.releaser));
+  /* Not timed out: the test released A. */
+  ASSERT_EQ(stall.timed_out, 0);
+  ASSERT_EQ(p.n, 3);
+  ASSERT_EQ(p.order[0], 100);
+  ASSERT_EQ(p.order[1], 101);
+  ASSERT_EQ(p.order[2], 102);
+  ASSERT_EQ(p.finals, 1);
+  ASSERT_EQ(closed_count, 1);
+  ASSERT_OK(uv_loop_close(&loop));
+  ASSERT_OK(uvt_pool_free(pool));
+  event_destroy(&p.go_a);
+  event_destroy(&p.go_b);
+  event_destroy(&p.b_done);
+}
+
+static void stream_claim_publish(void) {
+  stream_stop_waits_for_publish();
+  stream_unpublished_slot_polled();
+}
+
 #define FINDING(fn) {#fn, fn, 0}
 #define SUBCASE(fn) {#fn, fn, 1}
 
@@ -1116,6 +1318,9 @@ int main(int argc, char** argv) {
       FINDING(lane_deadline_vs_worker),
       SUBCASE(lane_deadline_vs_worker_expired),
       SUBCASE(lane_deadline_vs_worker_started),
+      FINDING(stream_claim_publish),
+      SUBCASE(stream_stop_waits_for_publish),
+      SUBCASE(stream_unpublished_slot_polled),
   };
   size_t i, ran = 0;
   setvbuf(stdout, NULL, _IONBF, 0);
