@@ -298,6 +298,57 @@ static void drop_counter(void* item) {
   drops++;
 }
 
+/* Stops racing four producers' lock-free puts, at every buffer size from 1
+ * to 8: the books balance (every accepted item delivered or dropped, before
+ * the stop returned), each producer's items arrive in order, and every put
+ * after the stop is refused. */
+static int stop_racing_at;
+static void stop_racing_cb(uvt_chan_t* ch, int status, void* item) {
+  sink_t* s = (sink_t*)ch;
+  sink_cb(ch, status, item);
+  if (item != NULL && s->delivered == stop_racing_at) {
+    drops = 0;
+    ASSERT_OK(uvt_chan_stop(ch, drop_counter));
+    s->dropped = drops;
+  }
+}
+
+static void test_stop_races_producers(void) {
+  enum { PRODUCERS = 4, EACH = 5000 };
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uvt_pool_t* pool;
+  sink_t s;
+  producer_t p[PRODUCERS];
+  uv_thread_t t[PRODUCERS];
+  int round, i, refused;
+  setup(&loop, &b, &pool);
+  for (round = 0; round < 16; round++) {
+    sink_init(&s);
+    stop_racing_at = 1 + (round * 2749) % (PRODUCERS * EACH / 2);
+    ASSERT_OK(uvt_chan_init(&b, &s.ch, 1 + (size_t)(round % 8), stop_racing_cb));
+    for (i = 0; i < PRODUCERS; i++) {
+      memset(&p[i], 0, sizeof(p[i]));
+      p[i].sink = &s;
+      p[i].producer = i;
+      p[i].count = EACH;
+      ASSERT_OK(uv_thread_create(&t[i], producer_main, &p[i]));
+    }
+    while (s.finals == 0) ASSERT_GE(uv_run(&loop, UV_RUN_ONCE), 0);
+    for (i = refused = 0; i < PRODUCERS; i++) {
+      ASSERT_OK(uv_thread_join(&t[i]));
+      ASSERT(p[i].refused == 1 || p[i].rc_last == 0); /* refused by the stop, or done before it */
+      refused += p[i].refused;
+    }
+    ASSERT_GE(refused, 1); /* the stop came before half the items */
+    ASSERT_ERR(s.final_status, UV_ECANCELED);
+    ASSERT(s.in_order);
+    ASSERT_EQ(s.delivered, stop_racing_at);
+    ASSERT_EQ(s.accepted, (long)s.delivered + s.dropped);
+  }
+  teardown(&loop, &b, pool);
+}
+
 typedef struct {
   producer_t* p;
   int n;
@@ -434,7 +485,7 @@ static void test_errors(void) {
   teardown(&loop, &b, pool);
 }
 
-TEST_MAIN(TEST(test_maxsize2_ten_then_close), TEST(test_late_producer),
+TEST_MAIN(TEST(test_maxsize2_ten_then_close), TEST(test_late_producer), TEST(test_stop_races_producers),
           TEST(test_put_after_close), TEST(test_full_timeouts), TEST(test_many_producers),
           TEST(test_stop_blocked), TEST(test_stop_in_callback), TEST(test_bridge_close),
           TEST(test_errors))
