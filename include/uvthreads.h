@@ -145,9 +145,11 @@ typedef struct uvt__inflight_s {
 typedef struct uvt__stream_s {
   uv_mutex_t mutex; /* state changes; blocked producers */
   uv_cond_t space;  /* blocked producers wait here */
-  struct uvt__slot_s* ring;
+  void** ring;      /* the items, in slots (a power of two of them) */
+  unsigned char* laps; /* per slot: published for the lap it says (stream.c) */
   size_t cap;       /* max_size: the bound */
-  size_t mask;      /* the ring's slots (a power of two) - 1 */
+  size_t mask;      /* slots - 1 */
+  unsigned shift;   /* log2(slots): a position's lap */
   unsigned waiters; /* atomic: producers spinning or asleep for space */
   unsigned flags;   /* producer-side state, guarded by mutex */
   unsigned lflags;  /* loop-side state: written by the loop under mutex */

@@ -1,13 +1,13 @@
 /* The bounded buffer between producer threads and the loop (stream.h).
  *
  * A ring of slots, a power of two of them, at least max_size, each with
- * a sequence word, and two positions: `claim`, the items producers have
+ * a lap byte, and two positions: `claim`, the items producers have
  * claimed a slot for, and `head`, the items the loop has passed to the
  * owner's deliver hook and committed. A producer claims position pos with
  * one CAS on `claim`, while pos - head < max_size, writes its item into
- * slot pos & mask and publishes it by storing pos + 1 into the slot's
- * sequence word (release); the loop delivers slots in order as long as
- * their word says published (acquire). So items cross with one locked
+ * slot pos & mask and publishes it by storing the position's lap into the
+ * slot's lap byte (release); the loop delivers slots in order as long as
+ * their byte says published (acquire). So items cross with one locked
  * instruction per item and no lock: from a generator, and from any number
  * of channel producers. An item stays counted against max_size until it was
  * passed to the callback, which keeps the bound exact; the loop commits
@@ -68,11 +68,15 @@
 #define UVT__CLAIM_SCHEDULED ((uint64_t)1 << 62)
 #define UVT__CLAIM_POS (UVT__CLAIM_SCHEDULED - 1)
 
-/* A slot: its item, published once seq == its position + 1. */
-typedef struct uvt__slot_s {
-  uint64_t seq; /* atomic */
-  void* item;
-} uvt__slot_t;
+/* Position pos lives in slot pos & mask, and is published once the slot's
+ * lap byte says (pos >> shift) + 1, modulo 256: the byte held the lap
+ * before (a producer never runs a lap ahead of the loop), so the two never
+ * match by accident. The bytes sit apart from the items, 64 to a cache
+ * line: a slot costs a producer an eighth of an item line and a
+ * sixty-fourth of a lap line, which is what crosses between the cores. */
+static unsigned char uvt__stream_lap(const uvt__stream_t* stream, uint64_t pos) {
+  return (unsigned char)((pos >> stream->shift) + 1);
+}
 
 /* What a claimed slot holds when its put was refused after the claim (a
  * blocking put on the loop thread): the loop skips it. */
@@ -226,26 +230,26 @@ static int uvt__stream_claim(uvt__stream_t* stream, uint64_t* pos, int* post) {
  * the check): its slot is published empty. */
 static int uvt__stream_fill(uvt__stream_t* stream, uint64_t pos, int post, void* item,
                             int refuse_loop) {
-  uvt__slot_t* slot = &stream->ring[pos & stream->mask];
+  size_t slot = pos & stream->mask;
   int rc = 0;
   if (refuse_loop && uvt__bridge_on_loop_thread(stream->impl)) {
     item = UVT__VOID_ITEM;
     rc = UV_EBUSY;
   }
-  slot->item = item;
+  stream->ring[slot] = item;
   UVT__TEST_POINT("stream.fill", stream); /* claimed, not yet published */
   /* Release: the item is written before the loop sees the slot published. */
-  uvt__store_release(&slot->seq, pos + 1);
+  uvt__store_release(&stream->laps[slot], uvt__stream_lap(stream, pos));
   if (post) uvt__bridge_post(stream->impl, &stream->msg);
   return rc;
 }
 
 /* Loop thread: the item at pos once it is published, else 0. */
 static int uvt__stream_slot_ready(const uvt__stream_t* stream, uint64_t pos, void** item) {
-  const uvt__slot_t* slot = &stream->ring[pos & stream->mask];
+  size_t slot = pos & stream->mask;
   /* Acquire: pairs with the producer's release, so the item is written. */
-  if (uvt__load_acquire(&slot->seq) != pos + 1) return 0;
-  *item = slot->item;
+  if (uvt__load_acquire(&stream->laps[slot]) != uvt__stream_lap(stream, pos)) return 0;
+  *item = stream->ring[slot];
   return 1;
 }
 
@@ -322,7 +326,7 @@ static void uvt__stream_finish(uvt__stream_t* stream, int status) {
 static int uvt__stream_ready(uvt__msg_t* msg) {
   uvt__stream_t* stream = uvt__container_of(msg, uvt__stream_t, msg);
   uint64_t target = stream->head + stream->ready_at - 1;
-  return uvt__load_relaxed(&stream->ring[target & stream->mask].seq) == target + 1;
+  return uvt__load_relaxed(&stream->laps[target & stream->mask]) == uvt__stream_lap(stream, target);
 }
 
 /* The loop's visit, while it holds SCHEDULED. In a flood it keeps holding
@@ -338,7 +342,7 @@ static unsigned uvt__stream_deliver_msg(uvt__msg_t* msg, unsigned budget) {
 
   if (stream->lflags & UVT__STREAM_FINISHED) return 0;
   stream->hold = UVT__HOLD_VISITING;
-  /* Relaxed: the slots' sequence words order their items. */
+  /* Relaxed: the slots' lap bytes order their items. */
   end = uvt__load_relaxed(&stream->claim) & UVT__CLAIM_POS;
 
   /* Commit every quarter buffer, so that producers refill the freed slots
@@ -437,15 +441,20 @@ static void uvt__stream_bridge_closing(uvt__inflight_t* node) {
 int uvt__stream_open(uvt__bridge_impl_t* impl, uvt__stream_t* stream, size_t max_size,
                      uvt__stream_deliver_cb deliver, uvt__stream_closing_cb closing,
                      int joins_producer) {
-  uvt__slot_t* ring;
+  void** ring;
   size_t slots = 1;
+  unsigned shift = 0;
   int rc;
   if (uvt__stream_is_open(stream)) return UV_EBUSY;
-  if (max_size > SIZE_MAX / 2 / sizeof(uvt__slot_t)) return UV_ENOMEM;
-  while (slots < max_size) slots <<= 1;
-  ring = uvt__malloc(slots * sizeof(uvt__slot_t));
+  if (max_size > SIZE_MAX / 2 / (sizeof(void*) + 1)) return UV_ENOMEM;
+  while (slots < max_size) {
+    slots <<= 1;
+    shift++;
+  }
+  /* One block: the items, then the lap bytes (0: position 0 needs 1). */
+  ring = uvt__malloc(slots * (sizeof(void*) + 1));
   if (ring == NULL) return UV_ENOMEM;
-  memset(ring, 0, slots * sizeof(uvt__slot_t)); /* seq 0: position 0 needs 1 */
+  memset(ring + slots, 0, slots);
   /* Always initialised afresh: memory reused since a finish may still carry
    * the finished tag while its mutex bytes were overwritten. (A finished
    * stream never destroys them: its final callback may reopen it; on the
@@ -462,8 +471,10 @@ int uvt__stream_open(uvt__bridge_impl_t* impl, uvt__stream_t* stream, size_t max
    * everything else it reads only after a claim, which acquires the
    * release store of claim below. */
   stream->ring = ring;
+  stream->laps = (unsigned char*)(ring + slots);
   uvt__store_relaxed(&stream->cap, max_size);
   stream->mask = slots - 1;
+  stream->shift = shift;
   uvt__store_relaxed(&stream->seen_head, (uint64_t)0);
   uvt__store_relaxed(&stream->head, (uint64_t)0);
   stream->taken = 0;
@@ -667,7 +678,7 @@ int uvt__stream_stop(uvt__stream_t* stream, uvt_drop_cb drop) {
   }
   stream->lflags |= UVT__STREAM_STOPPED;
   /* Relaxed: what was claimed up to now is dropped below (its slots'
-   * sequence words order the items); later claims fail. */
+   * lap bytes order the items); later claims fail. */
   end = uvt__fetch_or_relaxed(&stream->claim, UVT__CLAIM_REFUSING) & UVT__CLAIM_POS;
   if (uvt__load_relaxed(&stream->waiters) > 0) uv_cond_broadcast(&stream->space);
   uv_mutex_unlock(&stream->mutex);
