@@ -88,9 +88,13 @@ typedef struct uvt__qnode_s {
 typedef struct uvt__msg_s {
   struct uvt__msg_s* next;
   unsigned (*deliver)(struct uvt__msg_s* msg, unsigned budget);
-  /* Only for messages the loop polls (uvt__bridge_poll): worth a visit now. */
-  int (*ready)(struct uvt__msg_s* msg);
 } uvt__msg_t;
+
+/* A message the loop may also poll (uvt__bridge_poll). */
+typedef struct uvt__poll_s {
+  uvt__msg_t msg;
+  int (*ready)(struct uvt__poll_s* poll); /* worth a visit now */
+} uvt__poll_t;
 
 /* A unit of work for the pool. */
 typedef struct uvt__task_s {
@@ -163,7 +167,7 @@ typedef struct uvt__stream_s {
    * owner's part of a bridge close (may be NULL). */
   void (*deliver)(struct uvt__stream_s* stream, int status, void* item);
   void (*closing)(struct uvt__stream_s* stream);
-  uvt__msg_t msg;
+  uvt__poll_t poll; /* its message */
   uvt__inflight_t inflight;
   unsigned gate; /* producers inside, and the open bit (stream.c) */
   uintptr_t tag;

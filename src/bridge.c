@@ -178,10 +178,10 @@ void uvt__bridge_post_local(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
 
 static void uvt__bridge_nudge_cb(uv_idle_t* nudge);
 
-void uvt__bridge_poll(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
+void uvt__bridge_poll(uvt__bridge_impl_t* impl, uvt__poll_t* poll) {
   /* Order does not matter here: each message is a different object. */
-  msg->next = impl->polled;
-  impl->polled = msg;
+  poll->msg.next = impl->polled;
+  impl->polled = &poll->msg;
   if (!impl->finishing) uv_idle_start(&impl->nudge, uvt__bridge_nudge_cb);
 }
 
@@ -334,8 +334,10 @@ static void uvt__bridge_nudge_cb(uv_idle_t* nudge) { uv_idle_stop(nudge); }
 /* Whether a polled message is worth a visit now. */
 static int uvt__bridge_polled_ready(uvt__bridge_impl_t* impl) {
   uvt__msg_t* msg;
-  for (msg = impl->polled; msg != NULL; msg = msg->next)
-    if (msg->ready(msg)) return 1;
+  for (msg = impl->polled; msg != NULL; msg = msg->next) {
+    uvt__poll_t* poll = uvt__container_of(msg, uvt__poll_t, msg);
+    if (poll->ready(poll)) return 1;
+  }
   return 0;
 }
 

@@ -44,7 +44,7 @@ typedef struct uvt__bridge_impl_s {
   uv_thread_t loop_thread; /* atomic: read by any thread */
   uvt__msg_t* ready_head;  /* loop-local FIFO of messages to deliver */
   uvt__msg_t* ready_tail;
-  uvt__msg_t* polled;      /* loop-local: delivered again next iteration (uvt__bridge_poll) */
+  uvt__msg_t* polled;      /* loop-local: uvt__poll_t messages delivered again next iteration */
   uvt__qnode_t inflight; /* what is in flight (uvt__inflight_t) */
   unsigned refs;         /* nodes of it that keep the loop alive */
   uvt_batch_cb batch_enter, batch_leave;
@@ -107,10 +107,10 @@ void uvt__bridge_leave(uvt_bridge_t* bridge);
 void uvt__bridge_post_entered(uvt__bridge_impl_t* impl, uvt__msg_t* msg);
 /* Loop thread: queues msg behind the current batch and schedules a drain. */
 void uvt__bridge_post_local(uvt__bridge_impl_t* impl, uvt__msg_t* msg);
-/* Loop thread: delivers msg again at the next loop iteration, once its
- * ready hook says so or after a short wait (bridge.c); the loop does not
+/* Loop thread: delivers poll's message again at the next loop iteration,
+ * once its ready hook says so or after a short wait (bridge.c); the loop does not
  * block in between. */
-void uvt__bridge_poll(uvt__bridge_impl_t* impl, uvt__msg_t* msg);
+void uvt__bridge_poll(uvt__bridge_impl_t* impl, uvt__poll_t* poll);
 
 /* Any thread: borrows a record of size bytes (the same size for every
  * record of a bridge; a record's first member is a uvt__record_t; zeroed

@@ -158,7 +158,7 @@ int uvt__stream_on_loop_side(const uvt__stream_t* stream) {
  * (the loop lets go of the bit with a release). */
 static void uvt__stream_schedule(uvt__stream_t* stream, uint64_t extra) {
   uint64_t c = __atomic_fetch_or(&stream->claim, UVT__CLAIM_SCHEDULED | extra, __ATOMIC_ACQ_REL);
-  if (!(c & UVT__CLAIM_SCHEDULED)) uvt__bridge_post(stream->impl, &stream->msg);
+  if (!(c & UVT__CLAIM_SCHEDULED)) uvt__bridge_post(stream->impl, &stream->poll.msg);
 }
 
 /* Why the loop holds SCHEDULED without the message queued (stream->hold). */
@@ -179,7 +179,7 @@ static void uvt__stream_schedule_loop(uvt__stream_t* stream, uint64_t extra) {
     case UVT__HOLD_PARKED:
       stream->hold = UVT__HOLD_NONE;
       if (extra != 0) uvt__fetch_or_relaxed(&stream->claim, extra);
-      uvt__bridge_post(stream->impl, &stream->msg);
+      uvt__bridge_post(stream->impl, &stream->poll.msg);
       return;
     default:
       uvt__stream_schedule(stream, extra);
@@ -240,7 +240,7 @@ static int uvt__stream_fill(uvt__stream_t* stream, uint64_t pos, int post, void*
   UVT__TEST_POINT("stream.fill", stream); /* claimed, not yet published */
   /* Release: the item is written before the loop sees the slot published. */
   uvt__store_release(&stream->laps[slot], uvt__stream_lap(stream, pos));
-  if (post) uvt__bridge_post(stream->impl, &stream->msg);
+  if (post) uvt__bridge_post(stream->impl, &stream->poll.msg);
   return rc;
 }
 
@@ -323,8 +323,8 @@ static void uvt__stream_finish(uvt__stream_t* stream, int status) {
  * written once, when they get there. A stream that refuses items is
  * visited when the wait times out. Relaxed: a hint; the visit reads the
  * slots with acquire. */
-static int uvt__stream_ready(uvt__msg_t* msg) {
-  uvt__stream_t* stream = uvt__container_of(msg, uvt__stream_t, msg);
+static int uvt__stream_ready(uvt__poll_t* poll) {
+  uvt__stream_t* stream = uvt__container_of(poll, uvt__stream_t, poll);
   uint64_t target = stream->head + stream->ready_at - 1;
   return uvt__load_relaxed(&stream->laps[target & stream->mask]) == uvt__stream_lap(stream, target);
 }
@@ -333,7 +333,7 @@ static int uvt__stream_ready(uvt__msg_t* msg) {
  * it and polls the stream (producers then queue nothing); it lets go when a
  * visit finds nothing new. */
 static unsigned uvt__stream_deliver_msg(uvt__msg_t* msg, unsigned budget) {
-  uvt__stream_t* stream = uvt__container_of(msg, uvt__stream_t, msg);
+  uvt__stream_t* stream = uvt__container_of(msg, uvt__stream_t, poll.msg);
   uint64_t end, c;
   void* item;
   size_t commit_every;
@@ -379,7 +379,7 @@ static unsigned uvt__stream_deliver_msg(uvt__msg_t* msg, unsigned budget) {
       (stream->head < end ||
        (used > 0 && !(uvt__load_relaxed(&stream->claim) & UVT__CLAIM_REFUSING)))) {
     stream->hold = UVT__HOLD_POLLED;
-    uvt__bridge_poll(stream->impl, &stream->msg);
+    uvt__bridge_poll(stream->impl, &stream->poll);
     return used;
   }
 
@@ -489,8 +489,8 @@ int uvt__stream_open(uvt__bridge_impl_t* impl, uvt__stream_t* stream, size_t max
   stream->impl = impl;
   stream->deliver = deliver;
   stream->closing = closing;
-  stream->msg.deliver = uvt__stream_deliver_msg;
-  stream->msg.ready = uvt__stream_ready;
+  stream->poll.msg.deliver = uvt__stream_deliver_msg;
+  stream->poll.ready = uvt__stream_ready;
   stream->inflight.closing = uvt__stream_bridge_closing;
   uvt__bridge_track(impl, &stream->inflight);
   /* Release: a claim sees the stream as opened (above). */
