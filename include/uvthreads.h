@@ -261,7 +261,11 @@ struct uvt_bridge_s {
   /* private */
   uintptr_t uvt__tag;
   struct uvt__bridge_impl_s* uvt__impl;
-  unsigned uvt__gate; /* threads inside, and the closing bit (bridge.c) */
+  /* Valid until close_cb starts, so threads may touch them while the impl
+   * goes away (bridge.c): */
+  uvt__msg_t* uvt__inbox; /* the Treiber stack of messages, newest first */
+  unsigned uvt__senders;  /* producers between a push and its wake-up */
+  unsigned uvt__gate;     /* threads inside, and the closing bit */
 };
 
 /* Binds a bridge to loop, using pool (NULL = uvt_pool_default()). Call it on

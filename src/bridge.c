@@ -18,17 +18,21 @@
  * and the wait delivers it itself, then has the loop poll without
  * blocking (an idle handle) so that it comes back to wait again.
  *
- * A producer still touches the bridge after its push makes the message
- * visible if it calls uv_async_send, so a producer whose push may find the
- * stack empty counts itself in `senders` around it (on the inbox's line,
- * which its push writes anyway), and the teardown waits for senders to
- * reach zero before it closes the async handle. Producers the bridge waits
- * for (tracked objects) cannot race with the teardown otherwise. Threads
- * it does not wait for (uvt_call, uvt_sync_await) pass a gate instead,
- * which lives in the caller's uvt_bridge_t (valid until close_cb starts),
- * not in the impl that the teardown frees: they enter it before they touch
- * the impl, and one that finds the closing bit set leaves without touching
- * it. The teardown waits for the gate to empty too.
+ * The inbox lives in the caller's uvt_bridge_t, which stays valid until
+ * close_cb starts, not in the impl that the end frees: a push touches only
+ * the caller's struct. A producer still touches the impl after its push
+ * makes the message visible if it calls uv_async_send, so a push that may
+ * find the stack empty counts itself in `senders` (beside the inbox, on
+ * the line its push writes anyway) around it. The end closes the inbox
+ * (a CAS from empty to a closed marker, which later pushes find and fail
+ * on), then waits for senders to reach zero before it closes the handles.
+ * Producers the bridge waits for (tracked objects) never find it closed.
+ * uvt_call needs nothing else of the bridge: a call either got into the
+ * inbox before the end closed it, and is delivered, or fails. A
+ * uvt_sync_await uses the bridge's record cache, so it passes a gate in
+ * the caller's struct too: it enters before it touches the impl, and one
+ * that finds the closing bit set leaves without touching it; the end waits
+ * for the gate to empty before it closes the inbox.
  *
  * Deadlines sit in a pairing heap (internal.h) with one uv_timer armed for
  * the nearest: a start is O(1), a stop O(log n) amortised, however the
@@ -46,6 +50,14 @@
 /* The inbox's bottom while a drain runs (see the top of the file). */
 static uvt__msg_t uvt__drain_marker;
 #define UVT__DRAIN_MARKER (&uvt__drain_marker)
+
+/* The inbox's value once the bridge has ended: pushes find it and fail. */
+static uvt__msg_t uvt__closed_marker;
+#define UVT__CLOSED_MARKER (&uvt__closed_marker)
+
+/* The inbox and the senders count live in the caller's struct. */
+#define UVT__INBOX(impl) (&(impl)->bridge->uvt__inbox)
+#define UVT__SENDERS(impl) (&(impl)->bridge->uvt__senders)
 
 /* The gate (bridge->uvt__gate): threads inside, and this bit once closing. */
 #define UVT__GATE_CLOSING 0x80000000u
@@ -129,41 +141,68 @@ void uvt__bridge_set_ref(uvt__bridge_impl_t* impl, uvt__inflight_t* node, int re
   uvt__bridge_update_ref(impl);
 }
 
-/* Pushes msg and wakes the loop if the stack was empty. If hold_if_empty,
- * the caller is not inside the gate: the push then counts itself in
- * senders before a push that may find the stack empty (only that push
- * touches the bridge afterwards, with uv_async_send) and returns 1 if it
- * did, for the caller to release. Once the loop has taken msg the bridge
- * may end, but not while we hold senders: the loop read our push, which
- * comes after our increment. */
-static int uvt__bridge_push(uvt__bridge_impl_t* impl, uvt__msg_t* msg, int hold_if_empty) {
-  uvt__msg_t* head = uvt__load_relaxed(&impl->inbox);
+/* Pushes msg and wakes the loop if the stack was empty; UV_EPIPE if the
+ * bridge has ended (then nothing was pushed, and the impl not touched). If
+ * hold_if_empty, the caller is not inside the gate: a push that may find
+ * the stack empty counts itself in senders first (only that push touches
+ * the impl afterwards, with uv_async_send), and releases it after. Once
+ * the loop has taken msg the bridge may end, but not while we hold
+ * senders: the end reads senders after it closed the inbox, which comes
+ * after our push. */
+static int uvt__bridge_push(uvt_bridge_t* bridge, uvt__msg_t* msg, int hold_if_empty) {
+  uvt__msg_t* head = uvt__load_relaxed(&bridge->uvt__inbox);
   int held = 0;
   for (;;) {
+    if (head == UVT__CLOSED_MARKER) {
+      if (held) uvt__fetch_sub_release(&bridge->uvt__senders, 1u);
+      return UV_EPIPE;
+    }
     if (head == NULL && hold_if_empty && !held) {
-      uvt__fetch_add_seq_cst(&impl->senders, 1u);
+      uvt__fetch_add_seq_cst(&bridge->uvt__senders, 1u);
       held = 1;
     }
     msg->next = head;
     /* Release: makes msg and everything the producer wrote before it (the
-     * work's results, the items) visible to the loop's acquire exchange. */
-    if (uvt__cas_weak_release(&impl->inbox, &head, msg)) break;
+     * work's results, the items) visible to the loop's acquire exchange.
+     * Seq_cst (which includes it) for the held push: it must come before
+     * the end's closing CAS in the single total order, or fail on it. */
+    if (__atomic_compare_exchange_n(&bridge->uvt__inbox, &head, msg, 1, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_RELAXED))
+      break;
   }
   /* A non-empty stack means an earlier push already woke the loop and the
-   * loop has not taken the stack yet: it will take this node too. */
-  if (head == NULL) uv_async_send(&impl->async);
-  return held;
+   * loop has not taken the stack yet: it will take this node too. Relaxed:
+   * the impl is the one of the inbox we pushed to (a caller does not race
+   * the end with close_cb). */
+  if (head == NULL) {
+    UVT__TEST_POINT("bridge.push", bridge); /* pushed, the wake-up still to send */
+    uv_async_send(&uvt__load_relaxed(&bridge->uvt__impl)->async);
+  }
+  /* Release: our last touch of the impl happens before the end's acquire
+   * load sees zero. */
+  if (held) uvt__fetch_sub_release(&bridge->uvt__senders, 1u);
+  return 0;
 }
 
 void uvt__bridge_post(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
-  /* Most pushes find the stack non-empty and cost one CAS. Release: our
-   * last touch of the bridge happens before the teardown's acquire load
-   * sees zero. */
-  if (uvt__bridge_push(impl, msg, 1)) uvt__fetch_sub_release(&impl->senders, 1u);
+  /* Most pushes find the stack non-empty and cost one CAS. A tracked
+   * producer never finds the bridge ended: it waits for the producer. */
+  int rc = uvt__bridge_push(impl->bridge, msg, 1);
+  assert(rc == 0);
+  (void)rc;
 }
 
 void uvt__bridge_post_entered(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
-  uvt__bridge_push(impl, msg, 0);
+  int rc = uvt__bridge_push(impl->bridge, msg, 0); /* the end waits for the gate */
+  assert(rc == 0);
+  (void)rc;
+}
+
+int uvt__bridge_post_untracked(uvt_bridge_t* bridge, uvt__msg_t* msg) {
+  /* Relaxed: a hint for the common case; the push itself fails once the
+   * bridge has ended, and a push that lands before that is delivered. */
+  if (uvt__load_relaxed(&bridge->uvt__gate) & UVT__GATE_CLOSING) return UV_EPIPE;
+  return uvt__bridge_push(bridge, msg, 1);
 }
 
 void uvt__bridge_post_local(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
@@ -245,11 +284,12 @@ static int uvt__bridge_take_inbox(uvt__bridge_impl_t* impl) {
   for (;;) {
     uvt__msg_t* marker = UVT__DRAIN_MARKER;
     /* Acquire: pairs with the producers' release CAS. */
-    stack = uvt__exchange_acquire(&impl->inbox, UVT__DRAIN_MARKER);
+    if (uvt__load_relaxed(UVT__INBOX(impl)) == UVT__CLOSED_MARKER) return 0; /* ended */
+    stack = uvt__exchange_acquire(UVT__INBOX(impl), UVT__DRAIN_MARKER);
     if (stack != NULL && stack != UVT__DRAIN_MARKER) break;
     /* Relaxed: no message comes with the marker. If a push landed on it
      * since the exchange, the CAS fails and we take that push. */
-    if (uvt__cas_strong_relaxed(&impl->inbox, &marker, NULL)) return 0;
+    if (uvt__cas_strong_relaxed(UVT__INBOX(impl), &marker, NULL)) return 0;
   }
   tail = stack;
   while (stack != NULL && stack != UVT__DRAIN_MARKER) {
@@ -282,21 +322,26 @@ static void uvt__bridge_closed_cb(uv_handle_t* handle) {
 
 /* Loop thread, bridge closing: ends it once nothing is left in flight. */
 static void uvt__bridge_maybe_finish(uvt__bridge_impl_t* impl) {
+  uvt__msg_t* expected = NULL;
   if (impl->finishing || !uvt__queue_empty(&impl->inflight) || impl->ready_head != NULL ||
       impl->polled != NULL)
     return;
-  if (uvt__load_acquire(&impl->inbox) != NULL) return;
-  /* Every request has been delivered; threads may still be on their way out
-   * (between a push and its uv_async_send, or returning an await record),
-   * or in a call accepted just before the close, which may still post: a
-   * sync_await then waits for the loop, so the wait ends on a post too.
-   * The post sent a wake-up, and the drain that takes it comes back here. */
-  while (uvt__load_acquire(&impl->senders) != 0 ||
-         (uvt__load_acquire(&impl->bridge->uvt__gate) & ~UVT__GATE_CLOSING) != 0) {
-    if (uvt__load_acquire(&impl->inbox) != NULL) return;
+  if (uvt__load_acquire(UVT__INBOX(impl)) != NULL) return;
+  /* Every request has been delivered; a sync_await accepted just before the
+   * close may still post (it then waits for the loop), so the wait ends on
+   * a post too: the post sent a wake-up, and the drain that takes it comes
+   * back here. */
+  while ((uvt__load_acquire(&impl->bridge->uvt__gate) & ~UVT__GATE_CLOSING) != 0) {
+    if (uvt__load_acquire(UVT__INBOX(impl)) != NULL) return;
     uvt__thread_yield();
   }
-  if (uvt__load_acquire(&impl->inbox) != NULL) return;
+  /* Close the inbox: later pushes (uvt_call that missed the closing bit)
+   * fail. A push that got in first woke the loop: come back then. Seq_cst:
+   * see uvt__bridge_push. */
+  if (!uvt__cas_strong_seq_cst(UVT__INBOX(impl), &expected, UVT__CLOSED_MARKER)) return;
+  /* Pushes before it may still be on their way out (uv_async_send).
+   * Acquire: pairs with their release. */
+  while (uvt__load_acquire(UVT__SENDERS(impl)) != 0) uvt__thread_yield();
   impl->finishing = 1;
   uv_ref((uv_handle_t*)&impl->async);
   uv_close((uv_handle_t*)&impl->prepare, uvt__bridge_closed_cb);
@@ -349,7 +394,7 @@ static void uvt__bridge_wait(uvt__bridge_impl_t* impl) {
   unsigned round;
   for (round = 1;; round++) {
     /* Relaxed: a hint; the drain's exchange acquires what was pushed. */
-    if (uvt__load_relaxed(&impl->inbox) != UVT__DRAIN_MARKER) return;
+    if (uvt__load_relaxed(UVT__INBOX(impl)) != UVT__DRAIN_MARKER) return;
     uvt__cpu_relax();
     if ((round & 15) != 0) continue;
     if (impl->polled != NULL && uvt__bridge_polled_ready(impl)) return;
@@ -369,12 +414,12 @@ static void uvt__bridge_prepare_cb(uv_prepare_t* prepare) {
   /* The marker in the empty inbox: pushes during the wait wake nobody. A
    * non-empty inbox was pushed with a wake-up, which the poll finds.
    * Relaxed: the marker carries no data; the drain's exchange acquires. */
-  marked = uvt__cas_strong_relaxed(&impl->inbox, &expected, UVT__DRAIN_MARKER);
+  marked = uvt__cas_strong_relaxed(UVT__INBOX(impl), &expected, UVT__DRAIN_MARKER);
   if (marked) {
     if (!impl->closing) uvt__bridge_wait(impl);
     expected = UVT__DRAIN_MARKER;
     /* Relaxed, as above. Nothing came: the next push wakes the poll. */
-    if (uvt__cas_strong_relaxed(&impl->inbox, &expected, NULL) && impl->polled == NULL) {
+    if (uvt__cas_strong_relaxed(UVT__INBOX(impl), &expected, NULL) && impl->polled == NULL) {
       impl->busy = 0;
       return;
     }
@@ -481,7 +526,7 @@ static void uvt__bridge_drain(uv_async_t* async) {
     impl->producer.recheck = 0;
     uvt__pool_recheck(impl->bridge->pool);
   }
-  if (budget == 0 && (impl->ready_head != NULL || uvt__load_relaxed(&impl->inbox) != NULL))
+  if (budget == 0 && (impl->ready_head != NULL || uvt__load_relaxed(UVT__INBOX(impl)) != NULL))
     uv_async_send(async);
   if (impl->closing)
     uvt__bridge_maybe_finish(impl);
@@ -537,6 +582,8 @@ int uvt_bridge_init(uv_loop_t* loop, uvt_bridge_t* bridge, uvt_pool_t* pool) {
   bridge->loop = loop;
   bridge->pool = pool;
   bridge->uvt__gate = 0;
+  bridge->uvt__senders = 0;
+  bridge->uvt__inbox = NULL;
   uvt__store_relaxed(&bridge->uvt__impl, impl);
   uvt__store_relaxed(&bridge->uvt__tag, UVT__TAG(bridge, UVT__KIND_BRIDGE));
   return 0;

@@ -28,11 +28,7 @@ typedef struct uvt__record_s {
 } uvt__record_t;
 
 typedef struct uvt__bridge_impl_s {
-  /* Written by every producer thread: on its own cache line. */
-  _Alignas(UVT__CACHE_LINE) uvt__msg_t* inbox; /* Treiber stack, newest first */
-  unsigned senders; /* tracked producers between a push and its wake-up */
-
-  /* Loop-side state, on another line. */
+  /* Loop-side state (the inbox is in the caller's uvt_bridge_t). */
   _Alignas(UVT__CACHE_LINE) uv_async_t async;
   uv_prepare_t prepare; /* learns the loop thread every iteration (unref'd) */
   uv_idle_t nudge;      /* after the prepare delivered: the next poll must not block */
@@ -105,6 +101,11 @@ uvt__bridge_impl_t* uvt__bridge_enter(uvt_bridge_t* bridge);
 void uvt__bridge_leave(uvt_bridge_t* bridge);
 /* Between enter and leave: queues msg and wakes the loop if it was idle. */
 void uvt__bridge_post_entered(uvt__bridge_impl_t* impl, uvt__msg_t* msg);
+/* Any thread, without enter: queues msg unless the bridge is closing (then
+ * UV_EPIPE, nothing of the impl touched). For messages that need nothing
+ * of the bridge but their delivery (uvt_call): a message queued before the
+ * bridge's end is still delivered. Safe until close_cb starts. */
+int uvt__bridge_post_untracked(uvt_bridge_t* bridge, uvt__msg_t* msg);
 /* Loop thread: queues msg behind the current batch and schedules a drain. */
 void uvt__bridge_post_local(uvt__bridge_impl_t* impl, uvt__msg_t* msg);
 /* Loop thread: delivers poll's message again at the next loop iteration,

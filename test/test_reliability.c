@@ -519,10 +519,12 @@ static void pool_idle_exit_wakeup(void) {
 
 /* ==== 4. A thread calling into a closing bridge ============================
  *
- * A thread calls uvt_call (or uvt_sync_await) and is stalled at
- * "bridge.enter": it is inside the call and has not touched the impl yet
- * (the old code's point, "bridge.get", was right after it read
- * bridge->uvt__impl; the gate it enters now is in the bridge's own struct).
+ * A thread calls uvt_sync_await and is stalled at "bridge.enter": it is
+ * inside the call and has not touched the impl yet (the old code's point,
+ * "bridge.get", was right after it read bridge->uvt__impl; the gate it
+ * enters now is in the bridge's own struct). Or it calls uvt_call, which
+ * passes no gate, and is stalled at "bridge.push": its message is in the
+ * inbox and it has yet to wake the loop through the impl.
  * The loop then closes the bridge. The call must be safe, and the bridge's
  * teardown (which frees the impl, then runs close_cb) waits for it; its
  * outcome is that of a call accepted before the close, or refused.
@@ -602,7 +604,7 @@ static void bc_case(int use_await) {
   ASSERT_OK(uv_loop_init(&loop));
   ASSERT_OK(uvt_bridge_init(&loop, &c.b, pool));
   ASSERT_OK(uv_thread_create(&c.thread, bc_caller, &c));
-  stall_arm("bridge.enter", &c.b, &c.thread, STALL_MS);
+  stall_arm(use_await ? "bridge.enter" : "bridge.push", &c.b, &c.thread, STALL_MS);
   event_set(&c.go);
   ASSERT(stall_wait(UNTIL_ARRIVED, WAIT_MS)); /* the caller holds the impl pointer */
   ASSERT_OK(uvt_bridge_close(&c.b, bc_close_cb));
