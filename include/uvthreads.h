@@ -262,10 +262,13 @@ struct uvt_bridge_s {
   uintptr_t uvt__tag;
   struct uvt__bridge_impl_s* uvt__impl;
   /* Valid until close_cb starts, so threads may touch them while the impl
-   * goes away (bridge.c): */
+   * goes away (bridge.c). Every producer writes them: padded off the
+   * fields above (read on every submission) and whatever follows. */
+  char uvt__pad1[64];
   uvt__msg_t* uvt__inbox; /* the Treiber stack of messages, newest first */
   unsigned uvt__senders;  /* producers between a push and its wake-up */
   unsigned uvt__gate;     /* threads inside, and the closing bit */
+  char uvt__pad2[64];
 };
 
 /* Binds a bridge to loop, using pool (NULL = uvt_pool_default()). Call it on
