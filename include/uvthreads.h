@@ -282,7 +282,11 @@ struct uvt_bridge_s {
  * waits up to 20 us for the bridge's next message before it polls (a round
  * trip's answer comes within microseconds, and a sleep and wake-up cost
  * more); after a wait that found nothing it does not wait again until a
- * drain delivers, so an idle loop never spins. */
+ * drain delivers, so an idle loop never spins. While items flow into an
+ * iterator or channel, the loop does not sleep between batches: each
+ * iteration it waits up to those 20 us for half the buffer to fill, then
+ * delivers what is there (polling I/O without blocking in between); it
+ * sleeps again once a look finds nothing new. */
 UVT_EXTERN int uvt_bridge_init(uv_loop_t* loop, uvt_bridge_t* bridge, uvt_pool_t* pool);
 
 /* Starts closing: new submissions return UV_EPIPE, queued work completes with
