@@ -389,16 +389,16 @@ static int uvt__bridge_polled_ready(uvt__bridge_impl_t* impl) {
 /* The wait: until a push lands on the marker, a polled message is ready,
  * or the time is up. The polled messages' hooks read lines that producers
  * write, so they are asked only every few rounds. */
-static void uvt__bridge_wait(uvt__bridge_impl_t* impl) {
+static int uvt__bridge_wait(uvt__bridge_impl_t* impl) {
   uint64_t until = uv_hrtime() + UVT__LOOP_SPIN_NS;
   unsigned round;
   for (round = 1;; round++) {
     /* Relaxed: a hint; the drain's exchange acquires what was pushed. */
-    if (uvt__load_relaxed(UVT__INBOX(impl)) != UVT__DRAIN_MARKER) return;
+    if (uvt__load_relaxed(UVT__INBOX(impl)) != UVT__DRAIN_MARKER) return 1;
     uvt__cpu_relax();
     if ((round & 15) != 0) continue;
-    if (impl->polled != NULL && uvt__bridge_polled_ready(impl)) return;
-    if ((round & 63) == 0 && uv_hrtime() > until) return;
+    if (impl->polled != NULL && uvt__bridge_polled_ready(impl)) return 1;
+    if ((round & 63) == 0 && uv_hrtime() > until) return 0;
   }
 }
 
@@ -416,7 +416,10 @@ static void uvt__bridge_prepare_cb(uv_prepare_t* prepare) {
    * Relaxed: the marker carries no data; the drain's exchange acquires. */
   marked = uvt__cas_strong_relaxed(UVT__INBOX(impl), &expected, UVT__DRAIN_MARKER);
   if (marked) {
-    if (!impl->closing) uvt__bridge_wait(impl);
+    /* A wait that times out counts as a miss: the drain below waits again
+     * next time only if it delivers (a trickle must not keep the loop
+     * spinning twice per item). */
+    if (!impl->closing && !uvt__bridge_wait(impl)) impl->busy = 0;
     expected = UVT__DRAIN_MARKER;
     /* Relaxed, as above. Nothing came: the next push wakes the poll. */
     if (uvt__cas_strong_relaxed(UVT__INBOX(impl), &expected, NULL) && impl->polled == NULL) {
