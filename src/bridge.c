@@ -205,13 +205,18 @@ int uvt__bridge_post_untracked(uvt_bridge_t* bridge, uvt__msg_t* msg) {
   return uvt__bridge_push(bridge, msg, 1);
 }
 
-void uvt__bridge_post_local(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
+/* Loop thread: msg goes to the back of the ready list. */
+static void uvt__bridge_ready_append(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
   msg->next = NULL;
   if (impl->ready_tail != NULL)
     impl->ready_tail->next = msg;
   else
     impl->ready_head = msg;
   impl->ready_tail = msg;
+}
+
+void uvt__bridge_post_local(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
+  uvt__bridge_ready_append(impl, msg);
   uv_async_send(&impl->async);
 }
 
@@ -435,12 +440,7 @@ static void uvt__bridge_prepare_cb(uv_prepare_t* prepare) {
   while (impl->polled != NULL) {
     uvt__msg_t* msg = impl->polled;
     impl->polled = msg->next;
-    msg->next = NULL;
-    if (impl->ready_tail != NULL)
-      impl->ready_tail->next = msg;
-    else
-      impl->ready_head = msg;
-    impl->ready_tail = msg;
+    uvt__bridge_ready_append(impl, msg);
   }
   uvt__bridge_drain(&impl->async);
   if (!impl->finishing) uv_idle_start(&impl->nudge, uvt__bridge_nudge_cb); /* a callback may close */
