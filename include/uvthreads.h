@@ -160,7 +160,6 @@ typedef struct uvt__stream_s {
   int status;       /* the producer's own end (iterators: the generator's result) */
   int hold;         /* loop thread: why it holds the scheduled bit (stream.c) */
   int joined;       /* one producer, which the end waits for (set at open) */
-  size_t ready_at;  /* items buffered that make a polled stream worth a visit */
   struct uvt__bridge_impl_s* impl;
   void* ctx;
   /* The owner's hooks, loop thread: an item or the final status; the

@@ -94,8 +94,7 @@ enum {
   UVT__STREAM_PAUSED = 1u << 0,         /* no delivery until resumed */
   UVT__STREAM_STOPPED = 1u << 1,        /* aborted: buffer dropped, producers refused */
   UVT__STREAM_BRIDGE_CLOSING = 1u << 2, /* deliver the buffer, then end */
-  UVT__STREAM_FINISHED = 1u << 3,       /* the final callback ran or is running */
-  UVT__STREAM_JOINS_PRODUCER = 1u << 4  /* one producer, joined by the end (set at open) */
+  UVT__STREAM_FINISHED = 1u << 3        /* the final callback ran or is running */
 };
 #define UVT__STREAM_REFUSING (UVT__STREAM_STOPPED | UVT__STREAM_BRIDGE_CLOSING | UVT__STREAM_FINISHED)
 
@@ -274,7 +273,7 @@ static void uvt__stream_commit(uvt__stream_t* stream) {
 static int uvt__stream_final_due(const uvt__stream_t* stream, int* status) {
   if (stream->lflags & UVT__STREAM_FINISHED) return 0;
   if (uvt__load_relaxed(&stream->waiters) > 0) return 0;
-  if ((stream->lflags & UVT__STREAM_JOINS_PRODUCER) && !(stream->flags & UVT__STREAM_PRODUCER_DONE))
+  if (stream->joined && !(stream->flags & UVT__STREAM_PRODUCER_DONE))
     return 0;
   if (stream->lflags & UVT__STREAM_STOPPED) {
     *status = UV_ECANCELED;
@@ -286,7 +285,7 @@ static int uvt__stream_final_due(const uvt__stream_t* stream, int* status) {
     return 1;
   }
   if (stream->lflags & UVT__STREAM_PAUSED) return 0;
-  if (stream->lflags & UVT__STREAM_JOINS_PRODUCER) {
+  if (stream->joined) {
     *status = stream->status < 0 ? stream->status : UV_EOF;
     return 1;
   }
@@ -325,7 +324,7 @@ static void uvt__stream_finish(uvt__stream_t* stream, int status) {
  * slots with acquire. */
 static int uvt__stream_ready(uvt__poll_t* poll) {
   uvt__stream_t* stream = uvt__container_of(poll, uvt__stream_t, poll);
-  uint64_t target = stream->head + stream->ready_at - 1;
+  uint64_t target = stream->head + (stream->cap + 1) / 2 - 1;
   return uvt__load_relaxed(&stream->laps[target & stream->mask]) == uvt__stream_lap(stream, target);
 }
 
@@ -480,10 +479,9 @@ int uvt__stream_open(uvt__bridge_impl_t* impl, uvt__stream_t* stream, size_t max
   stream->taken = 0;
   stream->waiters = 0;
   stream->flags = 0;
-  stream->lflags = joins_producer ? UVT__STREAM_JOINS_PRODUCER : 0;
+  stream->lflags = 0;
   stream->hold = UVT__HOLD_NONE;
   uvt__store_relaxed(&stream->joined, joins_producer);
-  stream->ready_at = (max_size + 1) / 2;
   stream->status = 0;
   stream->ctx = uvt_context_get();
   stream->impl = impl;
