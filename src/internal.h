@@ -108,6 +108,30 @@ static inline void uvt__cpu_relax(void) {
 #endif
 }
 
+/* Asks for the cache line at p for writing (a hint). On x86 only CPUs
+ * that have PREFETCHW (CPUID 0x80000001 ECX bit 8) are given it: older
+ * ones may fault on it, and prefetcht0, which fetches the line for
+ * reading, did not help (measured). The answer is cached; relaxed: every
+ * thread computes the same one. */
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+static inline int uvt__has_prefetchw(void) {
+  static int known; /* 0 not asked yet, 1 no, 2 yes */
+  int k = __atomic_load_n(&known, __ATOMIC_RELAXED);
+  if (k == 0) {
+    unsigned a, b, c, d;
+    k = (__get_cpuid(0x80000001u, &a, &b, &c, &d) && (c & (1u << 8))) ? 2 : 1;
+    __atomic_store_n(&known, k, __ATOMIC_RELAXED);
+  }
+  return k == 2;
+}
+static inline void uvt__prefetch_write(const void* p) {
+  if (uvt__has_prefetchw()) __asm__ __volatile__("prefetchw %0" : : "m"(*(const char*)p));
+}
+#else
+static inline void uvt__prefetch_write(const void* p) { __builtin_prefetch(p, 1, 3); }
+#endif
+
 /* ---- Threads ------------------------------------------------------------ */
 
 #if defined(__unix__) || defined(__APPLE__)

@@ -235,6 +235,16 @@ static int uvt__stream_fill(uvt__stream_t* stream, uint64_t pos, int post, void*
     item = UVT__VOID_ITEM;
     rc = UV_EBUSY;
   }
+  /* Asks for the lines of later items for writing, 4 item lines and a lap
+   * line ahead (the loop last read them a lap ago). Our stores then find
+   * their lines ours: the next claim's locked instruction waits for our
+   * stores to complete, and a line still on the loop's core made that a
+   * round trip between the cores per line (slow host mode, buffer of
+   * 1024: 26 -> 37 M items/s). */
+  if ((slot & 7) == 0) {
+    uvt__prefetch_write(&stream->ring[(pos + 32) & stream->mask]);
+    if ((slot & 63) == 0) uvt__prefetch_write(&stream->laps[(pos + 64) & stream->mask]);
+  }
   stream->ring[slot] = item;
   UVT__TEST_POINT("stream.fill", stream); /* claimed, not yet published */
   /* Release: the item is written before the loop sees the slot published. */
@@ -328,6 +338,47 @@ static int uvt__stream_ready(uvt__poll_t* poll) {
   return uvt__load_relaxed(&stream->laps[target & stream->mask]) == uvt__stream_lap(stream, target);
 }
 
+/* The next chunk of a flood: at most this many items, waited for at most
+ * this long, and all the chunks of a visit at most this long. */
+#define UVT__CHUNK_MAX 128u
+#define UVT__CHUNK_WAIT_NS 10000u
+#define UVT__VISIT_WAIT_NS 50000u
+
+/* Items the loop waits for at a time in a flood (loop thread). */
+static uint64_t uvt__stream_chunk(const uvt__stream_t* stream) {
+  uint64_t half = (stream->cap + 1) / 2;
+  return half < UVT__CHUNK_MAX ? half : UVT__CHUNK_MAX;
+}
+
+/* Loop thread, in a flood (the visit has delivered a chunk): waits for
+ * the next chunk, or what is left of the budget, to be published; then
+ * *end is its end. Staying in the visit saves a loop iteration (an
+ * epoll_wait and the prepare's wait) per chunk, which from small buffers
+ * was most of what an item cost the loop, and producers find room sooner.
+ * A chunk that does not come within UVT__CHUNK_WAIT_NS ends the visit
+ * (the bridge polls the stream, as before); *until bounds the waits of
+ * the whole visit, so a stream keeps the loop spinning at most
+ * UVT__VISIT_WAIT_NS an iteration. The items taken so far are committed
+ * first: producers get all the room there is. */
+static int uvt__stream_wait_chunk(uvt__stream_t* stream, uint64_t pos, unsigned room,
+                                  uint64_t* until, uint64_t* end) {
+  uint64_t n = uvt__stream_chunk(stream);
+  uint64_t target, now, limit;
+  void* item;
+  if (room < n) n = room;
+  if (n == 0) return 0;
+  target = pos + n - 1;
+  uvt__stream_commit(stream);
+  now = uv_hrtime();
+  if (*until == 0) *until = now + UVT__VISIT_WAIT_NS;
+  if (now >= *until) return 0;
+  limit = *until - now < UVT__CHUNK_WAIT_NS ? *until - now : UVT__CHUNK_WAIT_NS;
+  UVT__SPIN_WHILE(!uvt__stream_slot_ready(stream, target, &item), limit);
+  if (!uvt__stream_slot_ready(stream, target, &item)) return 0;
+  *end = target + 1;
+  return 1;
+}
+
 /* The loop's visit, while it holds SCHEDULED. In a flood it keeps holding
  * it and polls the stream (producers then queue nothing); it lets go when a
  * visit finds nothing new. */
@@ -337,6 +388,7 @@ static unsigned uvt__stream_deliver_msg(uvt__msg_t* msg, unsigned budget) {
   void* item;
   size_t commit_every;
   unsigned used = 0;
+  uint64_t until = 0; /* the end of the visit's waits for chunks, once one began */
   int status;
 
   if (stream->lflags & UVT__STREAM_FINISHED) return 0;
@@ -351,13 +403,17 @@ static unsigned uvt__stream_deliver_msg(uvt__msg_t* msg, unsigned budget) {
   stream->taken = 0;
   while (used < budget && uvt__stream_deliverable(stream)) {
     uint64_t pos = stream->head + stream->taken;
-    if (pos >= end) break;
+    if (pos >= end && !(used >= uvt__stream_chunk(stream) &&
+                        uvt__stream_wait_chunk(stream, pos, budget - used, &until, &end)))
+      break;
     if (!uvt__stream_slot_ready(stream, pos, &item)) {
       /* Its producer is between its claim and its publish: mostly a few
        * instructions away, unless it was descheduled there. */
       UVT__SPIN_WHILE(!uvt__stream_slot_ready(stream, pos, &item), UVT__UNPUBLISHED_SPIN_NS);
       if (!uvt__stream_slot_ready(stream, pos, &item)) break;
     }
+    /* The line a few items on: it comes from the producers' core. */
+    if ((pos & 7) == 0) __builtin_prefetch(&stream->ring[(pos + 32) & stream->mask], 0, 3);
     stream->taken++;
     used++;
     if (item != UVT__VOID_ITEM) {
