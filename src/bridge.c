@@ -515,7 +515,10 @@ static void uvt__bridge_drain(uv_async_t* async) {
       continue;
     }
     impl->ready_head = msg->next;
-    if (impl->ready_head == NULL) impl->ready_tail = NULL;
+    if (impl->ready_head == NULL)
+      impl->ready_tail = NULL;
+    else
+      __builtin_prefetch(impl->ready_head); /* while msg's callback runs */
     used = msg->deliver(msg, budget);
     budget = used >= budget ? 0 : budget - used;
   }
