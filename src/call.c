@@ -21,28 +21,22 @@
  * the thread keeps a free list of the records it allocated, and the loop
  * that delivered one gives it back through the cache's `returned` stack,
  * which any loop pushes to and only the owner empties, all at once with an
- * exchange (so no pop ever meets a recycled node: no ABA).
- *
- * Records are allocated UVT__CALL_SLAB at a time, in slabs the cache owns
- * until it is freed, and handed out in address order: the loop walks a
- * burst's records as a linked list, and records that lie in sequence let
- * the CPU fetch them ahead of the walk (1 thread: 16 -> 20 M calls/s).
+ * exchange (so no pop ever meets a recycled node: no ABA). When the thread
+ * exits, its cache frees what it holds and marks `returned` orphaned: a
+ * record delivered later is freed by its loop, and the last one out frees
+ * the cache (`records` counts the live records, plus one for the owner).
  *
  * A thread that calls faster than the loop delivers needs a record for
- * every call in flight. Once it has UVT__CALL_YIELD_AT out and none came
- * back, each call yields the CPU once before it allocates more: with more
- * calling threads than cores, the scheduler gives the loop thread one
- * share among them all, the backlog and its memory grow, and growing the
- * heap cost more than the calls (8 threads on 2 cores: 9 -> 15 M
- * calls/s). A call never waits for the loop.
- *
- * When the thread exits, its cache marks `returned` orphaned; the last
- * record out (or the owner, if none is out) frees the slabs and the cache
- * (`records` counts the records out in calls, plus one for the owner). */
+ * every call in flight. Once it has UVT__CALL_YIELD_AT of them and none
+ * came back, each call that would allocate yields the CPU once first:
+ * with more calling threads than cores, the scheduler gives the loop
+ * thread one share among them all, and the backlog, whose memory the
+ * heap must grow for (page faults, and at the threads' exit trims that
+ * flush every core's TLB), cost more than the calls (8 threads on 2 cores,
+ * fast host mode: 12 -> 22 M calls/s). A call never waits for the loop. */
 
 #define UVT__CALLS_ORPHANED ((uintptr_t)1)
-#define UVT__CALL_SLAB 32
-#define UVT__CALL_YIELD_AT 1024
+#define UVT__CALL_YIELD_AT 16384 /* 1 MB of records */
 
 typedef struct uvt__call_cache_s uvt__call_cache_t;
 
@@ -56,17 +50,11 @@ typedef struct uvt__call_s {
   struct uvt__call_s* next_free;
 } uvt__call_t;
 
-typedef struct uvt__call_slab_s {
-  struct uvt__call_slab_s* next;
-  uvt__call_t recs[UVT__CALL_SLAB];
-} uvt__call_slab_t;
-
 struct uvt__call_cache_s {
-  uvt__call_t* free;       /* the owner thread only */
-  uvt__call_slab_t* slabs; /* the owner thread's, then the last one out's */
+  uvt__call_t* free; /* the owner thread only */
   /* Pushed by the loops, taken by the owner: on a line of its own. */
   _Alignas(UVT__CACHE_LINE) uintptr_t returned; /* uvt__call_t*, or ORPHANED */
-  unsigned long records; /* atomic: records out in calls, + 1 while the owner lives */
+  unsigned long records; /* atomic: live records, + 1 while the owner lives */
 };
 
 static UVT__THREAD_LOCAL uvt__call_cache_t* uvt__tls_calls;
@@ -75,33 +63,29 @@ static uv_once_t uvt__calls_key_once = UV_ONCE_INIT;
 static int uvt__calls_key_rc;
 
 static void uvt__calls_release(uvt__call_cache_t* cache, unsigned long n) {
-  uvt__call_slab_t* slab;
-  /* Acq_rel: the last one out sees every other release before it frees,
-   * and with them the owner's slab list. */
-  if (__atomic_fetch_sub(&cache->records, n, __ATOMIC_ACQ_REL) != n) return;
-  while ((slab = cache->slabs) != NULL) {
-    cache->slabs = slab->next;
-    uvt__free(slab);
-  }
-  uvt__free(cache);
+  /* Acq_rel: the last one out sees every other release before it frees. */
+  if (__atomic_fetch_sub(&cache->records, n, __ATOMIC_ACQ_REL) == n) uvt__free(cache);
 }
 
-static unsigned long uvt__calls_count(const uvt__call_t* rec) {
-  unsigned long n = 0;
-  for (; rec != NULL; rec = rec->next_free) n++;
-  return n;
-}
-
-/* The owner thread exits: it orphans the records out in calls; the last of
- * them, or the owner if none is out, frees the cache. */
+/* The owner thread exits: free what it holds, orphan the rest. */
 static void uvt__calls_thread_exit(void* arg) {
   uvt__call_cache_t* cache = arg;
+  unsigned long freed = 0;
+  uvt__call_t* rec = cache->free;
+  uvt__call_t* next;
   /* Acquire: the records the loops pushed, with their last writes. */
   uvt__call_t* back = (uvt__call_t*)__atomic_exchange_n(&cache->returned, UVT__CALLS_ORPHANED,
                                                         __ATOMIC_ACQUIRE);
-  unsigned long held = uvt__calls_count(cache->free) + uvt__calls_count(back);
+  for (; rec != NULL; rec = next, freed++) {
+    next = rec->next_free;
+    uvt__free(rec);
+  }
+  for (rec = back; rec != NULL; rec = next, freed++) {
+    next = rec->next_free;
+    uvt__free(rec);
+  }
   uvt__tls_calls = NULL;
-  uvt__calls_release(cache, held + 1);
+  uvt__calls_release(cache, freed + 1);
 }
 
 static void uvt__calls_key_init(void) {
@@ -111,9 +95,7 @@ static void uvt__calls_key_init(void) {
 /* A record for the calling thread, or NULL when out of memory. */
 static uvt__call_t* uvt__call_take(uvt__bridge_impl_t* impl) {
   uvt__call_cache_t* cache = uvt__tls_calls;
-  uvt__call_slab_t* slab;
   uvt__call_t* rec;
-  int i;
   if (cache == NULL) {
     uv_once(&uvt__calls_key_once, uvt__calls_key_init);
     if (uvt__calls_key_rc != 0) return NULL;
@@ -125,8 +107,8 @@ static uvt__call_t* uvt__call_take(uvt__bridge_impl_t* impl) {
     uvt__tls_calls = cache;
   }
   /* Far ahead of the loop (UVT__CALL_YIELD_AT records out, none back):
-   * give the CPU away once before we grow (top of the section). Relaxed:
-   * a hint; the exchange below acquires what came back. */
+   * give the CPU away once before allocating (top of the section).
+   * Relaxed: a hint; the exchange below acquires what came back. */
   if (cache->free == NULL && uvt__load_relaxed(&cache->returned) == 0 &&
       uvt__load_relaxed(&cache->records) > UVT__CALL_YIELD_AT && !uvt__bridge_on_loop_thread(impl))
     uvt__thread_yield();
@@ -137,28 +119,20 @@ static uvt__call_t* uvt__call_take(uvt__bridge_impl_t* impl) {
     cache->free = rec->next_free;
     return rec;
   }
-  if ((slab = uvt__malloc(sizeof(*slab))) == NULL) return NULL;
-  slab->next = cache->slabs;
-  cache->slabs = slab;
+  if ((rec = uvt__malloc(sizeof(*rec))) == NULL) return NULL;
   /* Relaxed: only the count matters (see uvt__calls_release). */
-  __atomic_fetch_add(&cache->records, (unsigned long)UVT__CALL_SLAB, __ATOMIC_RELAXED);
-  for (i = UVT__CALL_SLAB - 1; i > 0; i--) {
-    slab->recs[i].cache = cache;
-    slab->recs[i].next_free = cache->free;
-    cache->free = &slab->recs[i];
-  }
-  rec = &slab->recs[0];
+  __atomic_fetch_add(&cache->records, 1ul, __ATOMIC_RELAXED);
   rec->cache = cache;
   return rec;
 }
 
-/* Any thread: rec goes back to its owner's cache (or, once the owner
- * left, out of the count). */
+/* Any thread: rec goes back to its owner's cache (freed if the owner left). */
 static void uvt__call_give_back(uvt__call_t* rec) {
   uvt__call_cache_t* cache = rec->cache;
   uintptr_t head = uvt__load_relaxed(&cache->returned);
   do {
     if (head == UVT__CALLS_ORPHANED) {
+      uvt__free(rec);
       uvt__calls_release(cache, 1);
       return;
     }
