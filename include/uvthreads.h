@@ -285,7 +285,10 @@ struct uvt_bridge_s {
  * iterator or channel, the loop does not sleep between batches: each
  * iteration it waits up to those 20 us for half the buffer to fill, then
  * delivers what is there (polling I/O without blocking in between); it
- * sleeps again once a look finds nothing new. */
+ * sleeps again once a look finds nothing new. Within an iteration, a
+ * stream that has delivered a chunk (half its buffer, at most 128 items)
+ * keeps the loop waiting up to 10 us for each next chunk, at most 50 us
+ * an iteration, while the 1000-callback budget lasts. */
 UVT_EXTERN int uvt_bridge_init(uv_loop_t* loop, uvt_bridge_t* bridge, uvt_pool_t* pool);
 
 /* Starts closing: new submissions return UV_EPIPE, queued work completes with
@@ -562,7 +565,11 @@ UVT_EXTERN void uvt_chan_unref(uvt_chan_t* ch);
  * in submission order per calling thread, never dropped. UV_EINVAL: NULL
  * bridge or fn, or bridge not initialised; UV_EPIPE: bridge closing;
  * UV_ENOMEM. An idle bridge does not keep the loop alive for it: see
- * uvt_bridge_ref. */
+ * uvt_bridge_ref. It never waits for the loop, and allocates only while
+ * the thread has more calls in flight than ever before; a thread with
+ * 16384 calls in flight and none delivered since its last call yields
+ * its CPU (sched_yield) once per call, so that calling threads cannot
+ * starve the loop thread of CPU on a busy machine. */
 UVT_EXTERN int uvt_call(uvt_bridge_t* bridge, uvt_call_cb fn, void* arg);
 
 /* Any thread but the loop's: runs fn(aw, arg) on the loop thread and blocks

@@ -339,8 +339,15 @@ static int uvt__stream_ready(uvt__poll_t* poll) {
 }
 
 /* The next chunk of a flood: at most this many items, waited for at most
- * this long, and all the chunks of a visit at most this long. */
+ * UVT__CHUNK_BASE_NS plus UVT__CHUNK_ITEM_NS an item, at most
+ * UVT__CHUNK_WAIT_NS, and all the chunks of a visit at most
+ * UVT__VISIT_WAIT_NS. A chunk of one item (a buffer of 1 or 2) is a round
+ * trip between the cores, about a microsecond: the shorter wait keeps a
+ * stream that trickles into a tiny buffer from costing the loop a long
+ * wait per item. */
 #define UVT__CHUNK_MAX 128u
+#define UVT__CHUNK_BASE_NS 2000u
+#define UVT__CHUNK_ITEM_NS 100u
 #define UVT__CHUNK_WAIT_NS 10000u
 #define UVT__VISIT_WAIT_NS 50000u
 
@@ -355,7 +362,7 @@ static uint64_t uvt__stream_chunk(const uvt__stream_t* stream) {
  * *end is its end. Staying in the visit saves a loop iteration (an
  * epoll_wait and the prepare's wait) per chunk, which from small buffers
  * was most of what an item cost the loop, and producers find room sooner.
- * A chunk that does not come within UVT__CHUNK_WAIT_NS ends the visit
+ * A chunk that does not come in time (above) ends the visit
  * (the bridge polls the stream, as before); *until bounds the waits of
  * the whole visit, so a stream keeps the loop spinning at most
  * UVT__VISIT_WAIT_NS an iteration. The items taken so far are committed
@@ -372,7 +379,9 @@ static int uvt__stream_wait_chunk(uvt__stream_t* stream, uint64_t pos, unsigned 
   now = uv_hrtime();
   if (*until == 0) *until = now + UVT__VISIT_WAIT_NS;
   if (now >= *until) return 0;
-  limit = *until - now < UVT__CHUNK_WAIT_NS ? *until - now : UVT__CHUNK_WAIT_NS;
+  limit = UVT__CHUNK_BASE_NS + n * UVT__CHUNK_ITEM_NS;
+  if (limit > UVT__CHUNK_WAIT_NS) limit = UVT__CHUNK_WAIT_NS;
+  if (limit > *until - now) limit = *until - now;
   UVT__SPIN_WHILE(!uvt__stream_slot_ready(stream, target, &item), limit);
   if (!uvt__stream_slot_ready(stream, target, &item)) return 0;
   *end = target + 1;
