@@ -480,8 +480,10 @@ static void test_many(void) {
 }
 
 /* The generator puts without a lock while the loop pauses, resumes and
- * stops: tiny buffers, a stop after a random number of items (some racing
- * a put), pause toggles from the callback. Books must balance exactly:
+ * stops: tiny buffers, and every fourth round a buffer of 64 to 1024 (a
+ * flood the loop takes in chunks within a visit, stopped or paused in the
+ * middle of one), a stop after a random number of items (some racing a
+ * put), pause toggles from the callback. Books must balance exactly:
  * every accepted item delivered (in order) or dropped, once. */
 static unsigned race_seed = 12345;
 static unsigned race_rand(void) {
@@ -519,11 +521,12 @@ static void test_lockfree_stress(void) {
   int round;
   setup(&loop, &b, pool);
   for (round = 0; round < 200; round++) {
-    size_t max_size = (size_t)(1 + race_rand() % 8);
+    int flood = round % 4 == 3;
+    size_t max_size = flood ? (size_t)64 << (race_rand() % 5) : (size_t)(1 + race_rand() % 8);
     dropped_total = 0;
     gen_init(&r.g, -1, max_size);
-    r.stop_at = 1 + (int)(race_rand() % 300);
-    r.toggle_every = (int)(race_rand() % 4) * 7;
+    r.stop_at = 1 + (int)(race_rand() % (flood ? 5000 : 300));
+    r.toggle_every = (int)(race_rand() % 4) * (flood ? 301 : 7);
     ASSERT_OK(uvt_threaded_iterable(&b, &r.g.it, max_size, counting_gen, race_cb));
     ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
     ASSERT_EQ(r.g.finals, 1);
