@@ -515,10 +515,7 @@ static void uvt__bridge_drain(uv_async_t* async) {
       continue;
     }
     impl->ready_head = msg->next;
-    if (impl->ready_head == NULL)
-      impl->ready_tail = NULL;
-    else
-      __builtin_prefetch(impl->ready_head); /* while msg's callback runs */
+    if (impl->ready_head == NULL) impl->ready_tail = NULL;
     used = msg->deliver(msg, budget);
     budget = used >= budget ? 0 : budget - used;
   }
