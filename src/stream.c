@@ -27,9 +27,11 @@
  * Batches. A visit that delivered something keeps the bit and has the
  * bridge poll the stream (uvt__bridge_poll): the loop comes back at its
  * next iteration, after a short wait for half the buffer to fill, without
- * any producer queueing anything or waking it. So in a flood the producers
- * pay one CAS per item and the loop takes half a buffer per visit; a visit
- * that finds nothing new lets go of the bit. A claimed slot the loop finds
+ * any producer queueing anything or waking it. Within a visit, once it has
+ * delivered a chunk, the loop waits briefly for each next one
+ * (uvt__stream_wait_chunk) while its budget lasts. So in a flood the
+ * producers pay one CAS per item and the loop takes up to its budget per
+ * iteration; a visit that finds nothing new lets go of the bit. A claimed slot the loop finds
  * not yet published (its producer is between its CAS and its store) is
  * waited for briefly, else polled for. A claim keeps its producer "inside":
  * the final callback needs the claimed position delivered, so it never
