@@ -31,13 +31,14 @@
  * delivered a chunk, the loop waits briefly for each next one
  * (uvt__stream_wait_chunk) while its budget lasts. So in a flood the
  * producers pay one CAS per item and the loop takes up to its budget per
- * iteration; a visit that finds nothing new lets go of the bit. A claimed slot the loop finds
- * not yet published (its producer is between its CAS and its store) is
- * waited for briefly, else polled for. A claim keeps its producer "inside":
- * the final callback needs the claimed position delivered, so it never
- * runs while a claim is unpublished, and the producer that queues the
- * message publishes before it queues. Producers that block for space, and
- * a producer's close, pass the stream's gate (below) instead.
+ * iteration; a visit that finds nothing new lets go of the bit. A claimed
+ * slot the loop finds not yet published (its producer is between its CAS
+ * and its store) is waited for briefly, else polled for. A claim keeps its
+ * producer "inside": the final callback needs the claimed position
+ * delivered, so it never runs while a claim is unpublished, and the
+ * producer that queues the message publishes before it queues. Producers
+ * that block for space, and a producer's close, pass the stream's gate
+ * (below) instead.
  *
  * A stop sets REFUSING, which returns the claimed position at that
  * instant: it waits for those items to be published and drops them before
@@ -364,11 +365,11 @@ static uint64_t uvt__stream_chunk(const uvt__stream_t* stream) {
  * *end is its end. Staying in the visit saves a loop iteration (an
  * epoll_wait and the prepare's wait) per chunk, which from small buffers
  * was most of what an item cost the loop, and producers find room sooner.
- * A chunk that does not come in time (above) ends the visit
- * (the bridge polls the stream, as before); *until bounds the waits of
- * the whole visit, so a stream keeps the loop spinning at most
- * UVT__VISIT_WAIT_NS an iteration. The items taken so far are committed
- * first: producers get all the room there is. */
+ * A chunk that does not come in time (above) ends the visit (the bridge
+ * polls the stream, as before); *until bounds the waits of the whole
+ * visit, so a stream keeps the loop spinning at most UVT__VISIT_WAIT_NS an
+ * iteration. The items taken so far are committed first: producers get
+ * all the room there is. */
 static int uvt__stream_wait_chunk(uvt__stream_t* stream, uint64_t pos, unsigned room,
                                   uint64_t* until, uint64_t* end) {
   uint64_t n = uvt__stream_chunk(stream);
