@@ -328,6 +328,10 @@ static void uvt__stream_finish(uvt__stream_t* stream, int status) {
   stream->deliver(stream, status, NULL); /* may free the stream's owner */
 }
 
+/* Half the buffer: what makes a polled stream worth a visit, and the
+ * most the loop waits for at a time within one (loop thread). */
+static uint64_t uvt__stream_half(const uvt__stream_t* stream) { return (stream->cap + 1) / 2; }
+
 /* The polled stream is worth a visit: half its buffer is published (a
  * producer may be waiting for space). Only the slot that makes it half is
  * read, not claim: the loop asks often while it waits, and claim's line is
@@ -337,7 +341,7 @@ static void uvt__stream_finish(uvt__stream_t* stream, int status) {
  * slots with acquire. */
 static int uvt__stream_ready(uvt__poll_t* poll) {
   uvt__stream_t* stream = uvt__container_of(poll, uvt__stream_t, poll);
-  uint64_t target = stream->head + (stream->cap + 1) / 2 - 1;
+  uint64_t target = stream->head + uvt__stream_half(stream) - 1;
   return uvt__load_relaxed(&stream->laps[target & stream->mask]) == uvt__stream_lap(stream, target);
 }
 
@@ -356,7 +360,7 @@ static int uvt__stream_ready(uvt__poll_t* poll) {
 
 /* Items the loop waits for at a time in a flood (loop thread). */
 static uint64_t uvt__stream_chunk(const uvt__stream_t* stream) {
-  uint64_t half = (stream->cap + 1) / 2;
+  uint64_t half = uvt__stream_half(stream);
   return half < UVT__CHUNK_MAX ? half : UVT__CHUNK_MAX;
 }
 
