@@ -106,15 +106,17 @@ static uvt__call_t* uvt__call_take(uvt__bridge_impl_t* impl) {
     uvt__thread_key_set(uvt__calls_key, cache);
     uvt__tls_calls = cache;
   }
-  /* Far ahead of the loop (UVT__CALL_YIELD_AT records out, none back):
-   * give the CPU away once before allocating (top of the section).
-   * Relaxed: a hint; the exchange below acquires what came back. */
-  if (cache->free == NULL && uvt__load_relaxed(&cache->returned) == 0 &&
-      uvt__load_relaxed(&cache->records) > UVT__CALL_YIELD_AT && !uvt__bridge_on_loop_thread(impl))
-    uvt__thread_yield();
-  if (cache->free == NULL && uvt__load_relaxed(&cache->returned) != 0)
-    /* Acquire: pairs with the loops' release CAS. */
-    cache->free = (uvt__call_t*)uvt__exchange_acquire(&cache->returned, (uintptr_t)0);
+  if (cache->free == NULL) {
+    /* Far ahead of the loop (UVT__CALL_YIELD_AT records out, none back):
+     * give the CPU away once before allocating (top of the section), then
+     * look again. Relaxed: a hint; the exchange acquires what came back. */
+    if (uvt__load_relaxed(&cache->returned) == 0 &&
+        uvt__load_relaxed(&cache->records) > UVT__CALL_YIELD_AT && !uvt__bridge_on_loop_thread(impl))
+      uvt__thread_yield();
+    if (uvt__load_relaxed(&cache->returned) != 0)
+      /* Acquire: pairs with the loops' release CAS. */
+      cache->free = (uvt__call_t*)uvt__exchange_acquire(&cache->returned, (uintptr_t)0);
+  }
   if ((rec = cache->free) != NULL) {
     cache->free = rec->next_free;
     return rec;
