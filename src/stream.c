@@ -43,9 +43,10 @@
  * A stop sets REFUSING, which returns the claimed position at that
  * instant: it waits for those items to be published and drops them before
  * it returns; claims after it fail. Producers that find the ring full
- * sleep on `space` after counting themselves in `waiters`; the loop, after
- * it moves head, fences and wakes them if any is counted (a Dekker
- * handshake: each side fences between its store and its load).
+ * spin briefly, then sleep on `space` after counting themselves in
+ * `waiters`; the loop, after it moves head, fences and wakes them if any
+ * is counted (a Dekker handshake: each side fences between its store and
+ * its load).
  *
  * State changes (pause, stop, close, the producer's end, the bridge's
  * close, the final callback) take the mutex. A pause, stop or close issued
@@ -587,14 +588,28 @@ void uvt__stream_discard(uvt__stream_t* stream) {
   uv_mutex_destroy(&stream->mutex);
 }
 
+/* Producer side, inside the gate (or the producer a stream joins): the
+ * buffer is full and not refusing. The loop frees a quarter of the buffer
+ * at a time; waiting for that briefly saves the sleep's two context
+ * switches, and spinning outside the mutex and uncounted in waiters spares
+ * the loop a lock and a broadcast at each commit (buffer of 16, one
+ * generator: 4.9 -> 8.4 M items/s). The final callback, which may free the
+ * stream, waits for the gate or the producer's end, so the spinner reads a
+ * live stream; every ending sets REFUSING, which ends the spin. Relaxed:
+ * a hint; the claim that follows decides. */
+static int uvt__stream_full(const uvt__stream_t* stream) {
+  uint64_t c = uvt__load_relaxed(&stream->claim);
+  if (c & UVT__CLAIM_REFUSING) return 0;
+  return (c & UVT__CLAIM_POS) - uvt__load_relaxed(&stream->head) >= uvt__load_relaxed(&stream->cap);
+}
+
 /* A put that found the ring full and may wait: under the mutex, counted in
- * waiters while it spins or sleeps. Returns with a claim (0, *pos, *post),
- * or UV_EPIPE or full_err. */
+ * waiters while it sleeps. Returns with a claim (0, *pos, *post), or
+ * UV_EPIPE or full_err. */
 static int uvt__stream_wait_claim(uvt__stream_t* stream, uint64_t timeout_ms, int full_err,
                                   uint64_t* pos, int* post) {
   uint64_t deadline = 0;
   int waited = 0;
-  int spun = 0;
   int rc;
   if (timeout_ms != UINT64_MAX) deadline = uvt__deadline_after_ms(timeout_ms);
   uv_mutex_lock(&stream->mutex);
@@ -611,22 +626,6 @@ static int uvt__stream_wait_claim(uvt__stream_t* stream, uint64_t timeout_ms, in
     uvt__fetch_add_seq_cst(&stream->waiters, 1u);
     uvt__fence_seq_cst();
     waited = 1;
-    if (!spun) {
-      /* The loop frees a quarter of the buffer at a time: wait for that
-       * briefly before sleeping, which saves two context switches. The
-       * spinner counts as a waiter: the final callback, which may free the
-       * stream, waits for it to come back and leave. */
-      spun = 1;
-      uv_mutex_unlock(&stream->mutex);
-      UVT__TEST_POINT("stream.put.spin", stream); /* the stream may end here */
-      UVT__SPIN_WHILE((uvt__load_relaxed(&stream->claim) & UVT__CLAIM_POS) -
-                              uvt__load_relaxed(&stream->head) >=
-                          stream->cap,
-                      UVT__PUT_SPIN_NS);
-      uv_mutex_lock(&stream->mutex);
-      uvt__fetch_sub_seq_cst(&stream->waiters, 1u);
-      continue;
-    }
     if ((uvt__load_acquire(&stream->claim) & UVT__CLAIM_POS) - uvt__load_acquire(&stream->head) <
             stream->cap ||
         uvt__stream_refusing(stream)) {
@@ -676,16 +675,21 @@ int uvt__stream_put(uvt__stream_t* stream, void* item, uint64_t timeout_ms, int 
   if (rc != UV_EAGAIN) return rc;
   if (timeout_ms == 0 && !refuse_loop) return full_err;
 
-  /* Full: wait under the mutex, inside the gate (a stream that joins its
-   * one producer needs no gate: its end waits for the producer). */
+  /* Full: spin briefly, then wait under the mutex, inside the gate (a
+   * stream that joins its one producer needs no gate: its end waits for
+   * the producer). */
   joined = uvt__load_relaxed(&stream->joined); /* a reopen may be storing it */
   if (!joined && (rc = uvt__stream_enter(stream)) != 0) return rc;
   if (refuse_loop && uvt__bridge_on_loop_thread(stream->impl))
     rc = UV_EBUSY;
   else if (timeout_ms == 0)
     rc = full_err;
-  else
-    rc = uvt__stream_wait_claim(stream, timeout_ms, full_err, &pos, &post);
+  else {
+    UVT__TEST_POINT("stream.put.spin", stream); /* the stream may end here */
+    UVT__SPIN_WHILE(uvt__stream_full(stream), UVT__PUT_SPIN_NS);
+    rc = uvt__stream_claim(stream, &pos, &post);
+    if (rc == UV_EAGAIN) rc = uvt__stream_wait_claim(stream, timeout_ms, full_err, &pos, &post);
+  }
   if (rc == 0) rc = uvt__stream_fill(stream, pos, post, item, refuse_loop);
   if (!joined) uvt__stream_leave(stream);
   return rc;

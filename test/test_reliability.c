@@ -326,7 +326,8 @@ static void chan_reopen(void) {
 /* ==== 2. The final callback runs only after every blocked put returned ======
  *
  * A producer puts into a full, paused channel (max_size 1) and is stalled at
- * "stream.put.spin": it dropped the lock to spin before sleeping. Then the
+ * "stream.put.spin": it is about to spin (outside the lock, not counted in
+ * waiters, inside the channel's gate) before sleeping. Then the
  * channel ends: uvt_chan_stop (loop), uvt_chan_close (another thread) or
  * uvt_bridge_close. The channel is heap-allocated and its final callback
  * frees it, as the contract allows. Old code: the spinning producer is not
