@@ -160,6 +160,7 @@ typedef struct uvt__stream_s {
   int status;       /* the producer's own end (iterators: the generator's result) */
   int hold;         /* loop thread: why it holds the scheduled bit (stream.c) */
   int joined;       /* one producer, which the end waits for (set at open) */
+  int sole;         /* joined, and it claims without a CAS (set at open) */
   struct uvt__bridge_impl_s* impl;
   void* ctx;
   /* The owner's hooks, loop thread: an item or the final status; the
@@ -170,15 +171,21 @@ typedef struct uvt__stream_s {
   uvt__inflight_t inflight;
   unsigned gate; /* producers inside, and the open bit (stream.c) */
   uintptr_t tag;
-  /* Producer side: positions claimed and two bits (atomic), head as last seen. */
+  /* Producer side: positions claimed and three bits (atomic), the sole
+   * producer's position and whether it is inside a claim (atomic), head
+   * as last seen. */
   char uvt__pad1[64];
   uint64_t claim;
+  uint64_t tail;
+  unsigned putting;
   uint64_t seen_head;
   /* Loop side: items passed to the callback and committed (atomic), items
-   * of the current batch passed but not committed. */
+   * of the current batch passed but not committed, items delivered since
+   * the last heavy barrier. */
   char uvt__pad2[64];
   uint64_t head;
   size_t taken;
+  uint64_t since_barrier;
 } uvt__stream_t;
 
 /* ---- Pool: the custom thread pool (any thread) --------------------------- */
@@ -288,7 +295,11 @@ struct uvt_bridge_s {
  * sleeps again once a look finds nothing new. Within an iteration, a
  * stream that has delivered a chunk (half its buffer, at most 128 items)
  * keeps the loop waiting up to 10 us for each next chunk, at most 50 us
- * an iteration, while the 1000-callback budget lasts. */
+ * an iteration, while the 1000-callback budget lasts. An iterator that
+ * has delivered 65536 items since its last membarrier(2) call (Linux)
+ * spares its generator's puts any locked instruction during its next
+ * flood; when that flood ends the loop thread makes one such call (about
+ * 1 us, up to 50 us on some VMs): at most one per 65536 items. */
 UVT_EXTERN int uvt_bridge_init(uv_loop_t* loop, uvt_bridge_t* bridge, uvt_pool_t* pool);
 
 /* Starts closing: new submissions return UV_EPIPE, queued work completes with
@@ -489,8 +500,10 @@ UVT_EXTERN int uvt_iter_resume(uvt_iter_t* it);
  * buffered items go to drop (may be NULL) before this returns, a pending or
  * later uvt_yield returns UV_EPIPE at once, and the final callback
  * (UV_ECANCELED) follows once gen returned. If gen has not started it never
- * runs. May be called from inside cb. UV_EINVAL: NULL, already stopped,
- * after the final callback, not the loop thread. */
+ * runs. May be called from inside cb. On Linux it makes one membarrier(2)
+ * call (the generator's puts take no locked instruction) and waits for a
+ * put in progress to publish its item, which it then drops. UV_EINVAL:
+ * NULL, already stopped, after the final callback, not the loop thread. */
 UVT_EXTERN int uvt_iter_stop(uvt_iter_t* it, uvt_drop_cb drop);
 
 /* Deprecated alias of uvt_iter_stop (its 0.1 name), kept until 1.0. */

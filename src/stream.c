@@ -8,21 +8,37 @@
  * slot pos & mask and publishes it by storing the position's lap into the
  * slot's lap byte (release); the loop delivers slots in order as long as
  * their byte says published (acquire). So items cross with one locked
- * instruction per item and no lock: from a generator, and from any number
- * of channel producers. An item stays counted against max_size until it was
- * passed to the callback, which keeps the bound exact; the loop commits
- * every quarter buffer and at the end of a batch, so producers refill the
- * freed slots while the rest of the batch is delivered.
+ * instruction per item and no lock from any number of channel producers.
+ * An item stays counted against max_size until it was passed to the
+ * callback, which keeps the bound exact; the loop commits every quarter
+ * buffer and at the end of a batch, so producers refill the freed slots
+ * while the rest of the batch is delivered.
  *
- * `claim` also holds two bits, changed by the same atomic operations:
- * SCHEDULED, the loop will visit the stream (its message is queued on the
- * bridge, or the loop holds it: `hold`), and REFUSING, no more claims
- * (closed, stopped, the producer done, the bridge closing). The claim that
- * finds SCHEDULED clear sets it and, after it published, queues the
- * message; only the loop clears it, in one RMW that also reads the claimed
- * position, so either the loop sees a claim or the claim sees the bit
- * clear and queues the message: no fence on either side, and the message
- * is never queued twice.
+ * An iterator's generator is the sole producer of its stream, so where
+ * the system has a heavy barrier (below) it claims without a CAS (`sole`):
+ * its position is `tail`, which only it writes (release, after the lap
+ * byte), and `claim` keeps only the bits. After each publish it sets
+ * SCHEDULED with one RMW (uvt__stream_publish_sole), except in FAST: in a
+ * flood, once UVT__FAST_AFTER items came since its last heavy barrier, the
+ * loop, which holds SCHEDULED and polls anyway, sets FAST, and the
+ * generator's puts are plain stores. Two asymmetric Dekker handshakes
+ * stand in for the locked instructions, each a compiler barrier on the
+ * generator's side and a heavy barrier on the loop's: to let go of a FAST
+ * stream, the loop clears FAST, runs the barrier, then reads tail; to
+ * stop, it sets REFUSING, runs the barrier, waits for a claim in progress
+ * (`putting`) to end, then reads tail. So a stop still drops every item
+ * whose put passed its check, before it returns, and every later put gets
+ * UV_EPIPE.
+ *
+ * `claim` also holds two bits (and FAST), changed by the same atomic
+ * operations: SCHEDULED, the loop will visit the stream (its message is
+ * queued on the bridge, or the loop holds it: `hold`), and REFUSING, no
+ * more claims (closed, stopped, the producer done, the bridge closing).
+ * The claim that finds SCHEDULED clear sets it and, after it published,
+ * queues the message; only the loop clears it, in one RMW that also reads
+ * the claimed position, so either the loop sees a claim or the claim sees
+ * the bit clear and queues the message: no fence on either side, and the
+ * message is never queued twice.
  *
  * Batches. A visit that delivered something keeps the bit and has the
  * bridge poll the stream (uvt__bridge_poll): the loop comes back at its
@@ -62,15 +78,60 @@
  * never one that somebody holds. */
 #include "stream.h"
 
+#if defined(__linux__)
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #define UVT__KIND_STREAM_DONE (UVT__KIND_STREAM ^ (uintptr_t)0xd0d0)
 #define UVT__PUT_SPIN_NS 10000u /* a full buffer: how long a producer spins before it sleeps */
 #define UVT__STREAM_GATE_OPEN 0x80000000u
 #define UVT__UNPUBLISHED_SPIN_NS 2000u /* a claimed slot: how long the loop waits for its publish */
 
-/* stream->claim: the claimed position and two bits. */
+/* stream->claim: the claimed position and three bits. FAST: the loop
+ * holds SCHEDULED in a long flood and lets the sole producer skip its RMW
+ * (below). */
 #define UVT__CLAIM_REFUSING ((uint64_t)1 << 63)
 #define UVT__CLAIM_SCHEDULED ((uint64_t)1 << 62)
-#define UVT__CLAIM_POS (UVT__CLAIM_SCHEDULED - 1)
+#define UVT__CLAIM_FAST ((uint64_t)1 << 61)
+#define UVT__CLAIM_POS (UVT__CLAIM_FAST - 1)
+
+/* A sole producer's stream that has delivered this many items since the
+ * loop last ran the heavy barrier for it goes FAST at its next flood: the
+ * barrier that ends FAST (1-50 us) then costs at most a nanosecond an
+ * item. */
+#define UVT__FAST_AFTER 65536u
+
+/* The heavy side of an asymmetric barrier (membarrier(2), private
+ * expedited): when it returns, every thread of the process has passed a
+ * full memory barrier, or will before it runs again. The sole producer's
+ * side is a compiler barrier. Without it (other systems, a kernel or a
+ * sandbox that refuses the call, valgrind) a generator claims with a CAS
+ * like a channel's producers. */
+#if defined(__linux__) && defined(__NR_membarrier)
+static int uvt__heavy_barrier_registered;
+static uv_once_t uvt__heavy_barrier_once = UV_ONCE_INIT;
+
+static void uvt__heavy_barrier_register(void) {
+  uvt__heavy_barrier_registered =
+      syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+}
+
+static int uvt__heavy_barrier_ready(void) {
+  uv_once(&uvt__heavy_barrier_once, uvt__heavy_barrier_register);
+  return uvt__heavy_barrier_registered;
+}
+
+static void uvt__heavy_barrier(void) {
+  /* Cannot fail once registered (a fork's child inherits the
+   * registration); going on without it could strand an item. */
+  if (syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) abort();
+}
+#else
+static int uvt__heavy_barrier_ready(void) { return 0; }
+static void uvt__heavy_barrier(void) {}
+#endif
 
 /* Position pos lives in slot pos & mask, and is published once the slot's
  * lap byte says (pos >> shift) + 1, modulo 256: the byte held the lap
@@ -113,9 +174,18 @@ static int uvt__stream_deliverable(const uvt__stream_t* stream) {
   return !(stream->lflags & UVT__STREAM_PAUSED) || (stream->lflags & UVT__STREAM_BRIDGE_CLOSING);
 }
 
+/* The positions claimed: in claim, or a sole producer's own tail (every
+ * position below it is published). Any thread. Acquire on tail: pairs
+ * with the producer's release, so the items below it are published; claim
+ * needs none (the slots' lap bytes order their items). */
+static uint64_t uvt__stream_claimed(const uvt__stream_t* stream) {
+  if (uvt__load_relaxed(&stream->sole)) return uvt__load_acquire(&stream->tail);
+  return uvt__load_relaxed(&stream->claim) & UVT__CLAIM_POS;
+}
+
 /* Items claimed and not yet committed, published or not (loop thread). */
 static uint64_t uvt__stream_buffered(const uvt__stream_t* stream) {
-  return (uvt__load_relaxed(&stream->claim) & UVT__CLAIM_POS) - stream->head;
+  return uvt__stream_claimed(stream) - stream->head;
 }
 
 int uvt__stream_is_open(const uvt__stream_t* stream) {
@@ -198,6 +268,39 @@ static int uvt__stream_claim(uvt__stream_t* stream, uint64_t* pos, int* post) {
   uint64_t c = uvt__load_relaxed(&stream->claim);
   /* Relaxed: a reopen may be storing it (stream_open). */
   size_t cap = uvt__load_relaxed(&stream->cap);
+  if (uvt__load_relaxed(&stream->sole)) {
+    /* The sole producer (a generator): nobody else moves tail or
+     * seen_head, so no CAS; its publish schedules the visit
+     * (uvt__stream_publish_sole). Inside the claim from here until the
+     * publish: a stop waits for that (uvt__stream_stop). The store of
+     * putting, the compiler barrier, then the load of REFUSING: the light
+     * side of the stop's handshake (top of the file). Relaxed: the heavy
+     * barrier orders them; the release that ends the claim carries the
+     * item. */
+    uint64_t p = uvt__load_relaxed(&stream->tail);
+    uvt__store_relaxed(&stream->putting, 1u);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    c = uvt__load_relaxed(&stream->claim);
+    if (c & UVT__CLAIM_REFUSING) {
+      uvt__store_release(&stream->putting, 0u);
+      return UV_EPIPE;
+    }
+    if (p - uvt__load_relaxed(&stream->seen_head) >= cap) {
+      /* Acquire: pairs with the loop's release of head, so its reads of
+       * the slots we may reuse happen before our writes (also for later
+       * claims that find room below the head kept here). */
+      uint64_t head = uvt__load_acquire(&stream->head);
+      if (p - head >= cap) {
+        uvt__store_release(&stream->putting, 0u);
+        return UV_EAGAIN;
+      }
+      uvt__store_relaxed(&stream->seen_head, head);
+    }
+    UVT__TEST_POINT("stream.claim.sole", stream); /* a stop must wait for us */
+    *pos = p;
+    *post = 0;
+    return 0;
+  }
   for (;;) {
     uint64_t p = c & UVT__CLAIM_POS;
     if (c & UVT__CLAIM_REFUSING) return UV_EPIPE;
@@ -224,6 +327,34 @@ static int uvt__stream_claim(uvt__stream_t* stream, uint64_t* pos, int* post) {
       return 0;
     }
   }
+}
+
+/* The sole producer published position pos: moves tail past it and makes
+ * sure the loop visits. Outside FAST that takes an RMW on claim, a Dekker
+ * handshake with the loop's let-go through claim's single modification
+ * order: if ours comes first, the loop's acquiring RMW reads from it and
+ * its load of tail sees ours; if the loop's comes first, we find
+ * SCHEDULED clear and queue the message. In FAST the loop holds SCHEDULED
+ * and visits without being asked, so a put is plain stores: the locked
+ * instruction was a third of what an item cost the generator. */
+static void uvt__stream_publish_sole(uvt__stream_t* stream, uint64_t pos) {
+  uint64_t c;
+  /* Release: a loop that reads tail (acquire) finds every item below it
+   * published; a stop that sees the claim end (acquire) sees tail. */
+  uvt__store_release(&stream->tail, pos + 1);
+  uvt__store_release(&stream->putting, 0u);
+  /* The light side of the asymmetric barrier (uvt__heavy_barrier): the
+   * compiler keeps the load of claim after the store of tail. The loop
+   * clears FAST, then runs the heavy barrier, then reads tail: either this
+   * load is after the barrier and sees FAST clear, or our store of tail
+   * was before it and the loop sees it. Relaxed: the barrier orders it. */
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  c = uvt__load_relaxed(&stream->claim);
+  if (c & UVT__CLAIM_FAST) return;
+  /* Acq_rel: the handshake above; acquire also as in uvt__stream_schedule
+   * (the loop's writes to the message happen before we link it). */
+  c = __atomic_fetch_or(&stream->claim, UVT__CLAIM_SCHEDULED, __ATOMIC_ACQ_REL);
+  if (!(c & UVT__CLAIM_SCHEDULED)) uvt__bridge_post(stream->impl, &stream->poll.msg);
 }
 
 /* Writes the item into its claimed slot and publishes it, then queues the
@@ -253,7 +384,10 @@ static int uvt__stream_fill(uvt__stream_t* stream, uint64_t pos, int post, void*
   UVT__TEST_POINT("stream.fill", stream); /* claimed, not yet published */
   /* Release: the item is written before the loop sees the slot published. */
   uvt__store_release(&stream->laps[slot], uvt__stream_lap(stream, pos));
-  if (post) uvt__bridge_post(stream->impl, &stream->poll.msg);
+  if (uvt__load_relaxed(&stream->sole))
+    uvt__stream_publish_sole(stream, pos);
+  else if (post)
+    uvt__bridge_post(stream->impl, &stream->poll.msg);
   return rc;
 }
 
@@ -401,7 +535,7 @@ static int uvt__stream_wait_chunk(uvt__stream_t* stream, uint64_t pos, unsigned 
  * visit finds nothing new. */
 static unsigned uvt__stream_deliver_msg(uvt__msg_t* msg, unsigned budget) {
   uvt__stream_t* stream = uvt__container_of(msg, uvt__stream_t, poll.msg);
-  uint64_t end, c;
+  uint64_t end, c, claimed;
   void* item;
   size_t commit_every;
   unsigned used = 0;
@@ -411,7 +545,7 @@ static unsigned uvt__stream_deliver_msg(uvt__msg_t* msg, unsigned budget) {
   if (stream->lflags & UVT__STREAM_FINISHED) return 0;
   stream->hold = UVT__HOLD_VISITING;
   /* Relaxed: the slots' lap bytes order their items. */
-  end = uvt__load_relaxed(&stream->claim) & UVT__CLAIM_POS;
+  end = uvt__stream_claimed(stream);
 
   /* Commit every quarter buffer, so that producers refill the freed slots
    * while the rest of the batch is delivered (the bound stays exact: only
@@ -440,6 +574,7 @@ static unsigned uvt__stream_deliver_msg(uvt__msg_t* msg, unsigned budget) {
     if (stream->taken >= commit_every) uvt__stream_commit(stream);
   }
   uvt__stream_commit(stream);
+  stream->since_barrier += used;
 
   if (!uvt__stream_deliverable(stream) && !(stream->lflags & UVT__STREAM_STOPPED)) {
     stream->hold = UVT__HOLD_PARKED; /* paused */
@@ -452,6 +587,11 @@ static unsigned uvt__stream_deliver_msg(uvt__msg_t* msg, unsigned budget) {
        (used > 0 && !(uvt__load_relaxed(&stream->claim) & UVT__CLAIM_REFUSING)))) {
     stream->hold = UVT__HOLD_POLLED;
     uvt__bridge_poll(stream->impl, &stream->poll);
+    if (stream->since_barrier >= UVT__FAST_AFTER && uvt__load_relaxed(&stream->sole) &&
+        !(uvt__load_relaxed(&stream->claim) & UVT__CLAIM_FAST)) {
+      uvt__fetch_or_relaxed(&stream->claim, UVT__CLAIM_FAST); /* the barrier orders it */
+      UVT__TEST_POINT("stream.fast.enter", stream);
+    }
     return used;
   }
 
@@ -459,10 +599,21 @@ static unsigned uvt__stream_deliver_msg(uvt__msg_t* msg, unsigned budget) {
    * message. Release: our writes to the message (the bridge linked it)
    * happen before a claim's acquire finds the bit clear and links it
    * again. Items claimed before this (their claims queued nothing) need
-   * another visit. */
+   * another visit. Out of FAST first: once the heavy barrier returns,
+   * every put that found FAST set has its tail visible to us, and later
+   * ones take the RMW. Acquire: the sole producer's handshake
+   * (uvt__stream_publish_sole). */
   stream->hold = UVT__HOLD_NONE;
-  c = __atomic_fetch_and(&stream->claim, ~UVT__CLAIM_SCHEDULED, __ATOMIC_RELEASE);
-  if ((c & UVT__CLAIM_POS) != stream->head && uvt__stream_deliverable(stream)) {
+  if (uvt__load_relaxed(&stream->claim) & UVT__CLAIM_FAST) {
+    uvt__fetch_and_relaxed(&stream->claim, ~UVT__CLAIM_FAST); /* the barrier orders it */
+    uvt__heavy_barrier();
+    stream->since_barrier = 0;
+    UVT__TEST_POINT("stream.fast.leave", stream);
+  }
+  c = __atomic_fetch_and(&stream->claim, ~UVT__CLAIM_SCHEDULED, __ATOMIC_ACQ_REL);
+  claimed = uvt__load_relaxed(&stream->sole) ? uvt__load_acquire(&stream->tail)
+                                             : c & UVT__CLAIM_POS;
+  if (claimed != stream->head && uvt__stream_deliverable(stream)) {
     uvt__stream_schedule_loop(stream, 0);
     return used;
   }
@@ -549,12 +700,16 @@ int uvt__stream_open(uvt__bridge_impl_t* impl, uvt__stream_t* stream, size_t max
   stream->shift = shift;
   uvt__store_relaxed(&stream->seen_head, (uint64_t)0);
   uvt__store_relaxed(&stream->head, (uint64_t)0);
+  uvt__store_relaxed(&stream->tail, (uint64_t)0);
+  uvt__store_relaxed(&stream->putting, 0u);
   stream->taken = 0;
+  stream->since_barrier = 0;
   stream->waiters = 0;
   stream->flags = 0;
   stream->lflags = 0;
   stream->hold = UVT__HOLD_NONE;
   uvt__store_relaxed(&stream->joined, joins_producer);
+  uvt__store_relaxed(&stream->sole, joins_producer && uvt__heavy_barrier_ready());
   stream->status = 0;
   stream->ctx = uvt_context_get();
   stream->impl = impl;
@@ -600,7 +755,8 @@ void uvt__stream_discard(uvt__stream_t* stream) {
 static int uvt__stream_full(const uvt__stream_t* stream) {
   uint64_t c = uvt__load_relaxed(&stream->claim);
   if (c & UVT__CLAIM_REFUSING) return 0;
-  return (c & UVT__CLAIM_POS) - uvt__load_relaxed(&stream->head) >= uvt__load_relaxed(&stream->cap);
+  return uvt__stream_claimed(stream) - uvt__load_relaxed(&stream->head) >=
+         uvt__load_relaxed(&stream->cap);
 }
 
 /* A put that found the ring full and may wait: under the mutex, counted in
@@ -626,8 +782,7 @@ static int uvt__stream_wait_claim(uvt__stream_t* stream, uint64_t timeout_ms, in
     uvt__fetch_add_seq_cst(&stream->waiters, 1u);
     uvt__fence_seq_cst();
     waited = 1;
-    if ((uvt__load_acquire(&stream->claim) & UVT__CLAIM_POS) - uvt__load_acquire(&stream->head) <
-            stream->cap ||
+    if (uvt__stream_claimed(stream) - uvt__load_acquire(&stream->head) < stream->cap ||
         uvt__stream_refusing(stream)) {
       uvt__fetch_sub_seq_cst(&stream->waiters, 1u);
       continue;
@@ -756,6 +911,16 @@ int uvt__stream_stop(uvt__stream_t* stream, uvt_drop_cb drop) {
   end = uvt__fetch_or_relaxed(&stream->claim, UVT__CLAIM_REFUSING) & UVT__CLAIM_POS;
   if (uvt__load_relaxed(&stream->waiters) > 0) uv_cond_broadcast(&stream->space);
   uv_mutex_unlock(&stream->mutex);
+  if (uvt__load_relaxed(&stream->sole)) {
+    /* The sole producer claims without a CAS that could fail: after the
+     * heavy barrier, a claim that has not read REFUSING yet will, and one
+     * that has is marked putting (top of the file). Wait for that one to
+     * publish: a few instructions, unless it was descheduled. Acquire:
+     * pairs with the release that ends the claim, so its tail is seen. */
+    uvt__heavy_barrier();
+    while (uvt__load_acquire(&stream->putting)) uvt__thread_yield();
+    end = uvt__load_acquire(&stream->tail);
+  }
 
   /* Drop outside the lock, so that drop may call back into the library. */
   uvt__stream_drop_to(stream, end, drop);

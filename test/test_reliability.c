@@ -11,7 +11,14 @@
  *
  * Usage: test_reliability [name]  runs every finding's test, or the named
  * one (also a sub-case such as chan_final_waits_for_put_stop). */
+#define _GNU_SOURCE /* syscall(2), for the membarrier query */
 #include "test.h"
+
+#if defined(__linux__)
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 extern void (*uvt__test_hook)(const char*, const void*);
 
@@ -1294,6 +1301,209 @@ static void stream_claim_publish(void) {
   stream_unpublished_slot_polled();
 }
 
+/* ==== 12. A generator's puts without a locked instruction ===================
+ *
+ * An iterator's generator is its stream's sole producer: it claims a slot
+ * with plain loads and stores (where membarrier exists), and in a long
+ * flood (FAST) it does not even tell the loop (stream.c).
+ *
+ * iter_stop_vs_sole_put: the generator has checked that the stream takes
+ * items and is stalled at "stream.claim.sole" when the loop stops the
+ * iterator. No CAS of the generator's can fail now, so the stop must wait
+ * for the claim to publish and drop the item before it returns (as for a
+ * channel's claimed slot, test 11); the yield returns 0 and the next one
+ * UV_EPIPE. A stop that read tail without waiting would return with
+ * nothing dropped, and the item would be lost. Without membarrier the
+ * generator claims with a CAS and the point is never reached: skipped.
+ *
+ * iter_fast_then_trickle: a flood long enough for FAST, then a pause, then
+ * one more item, which the generator waits for the loop to receive. The
+ * loop must leave FAST when the flood ends (its heavy barrier) and deliver
+ * the last item at once; a let-go that missed it would strand it until the
+ * generator's next put, which never comes. */
+
+typedef struct {
+  uvt_iter_t it; /* first: the callbacks cast back */
+  uvt_bridge_t* bridge;
+  uv_thread_t releaser;
+  int yield_rc[2];
+  int stop_returned;           /* atomic: set by the loop after uvt_iter_stop returned */
+  int released_while_stopping; /* the releaser saw the stop still waiting */
+  int delivered, dropped, finals, final_status;
+} sole_t;
+
+static sole_t* sole_dropping;
+static void sole_drop(void* item) {
+  ASSERT_EQ((intptr_t)item, 1);
+  sole_dropping->dropped++;
+}
+
+static int sole_gen(uvt_iter_t* it) {
+  sole_t* s = (sole_t*)it;
+  s->yield_rc[0] = uvt_yield(it, (void*)1); /* stalls in the claim; the loop stops */
+  s->yield_rc[1] = uvt_yield(it, (void*)2); /* refused */
+  return 0;
+}
+
+static void sole_cb(uvt_iter_t* it, int status, void* item) {
+  sole_t* s = (sole_t*)it;
+  if (item != NULL) {
+    s->delivered++;
+    return;
+  }
+  s->finals++;
+  s->final_status = status;
+  ASSERT_OK(uvt_bridge_close(s->bridge, on_closed));
+}
+
+/* Releases the stalled generator after the loop has been in the stop a while. */
+static void sole_releaser(void* arg) {
+  sole_t* s = arg;
+  uv_sleep(50);
+  s->released_while_stopping = !LOAD(&s->stop_returned) && stall_holding();
+  stall_release();
+}
+
+static void sole_stop_timer(uv_timer_t* t) {
+  sole_t* s = t->data;
+  /* The generator passed the checks of its claim and waits there. */
+  ASSERT(stall_wait(UNTIL_ARRIVED, WAIT_MS));
+  ASSERT_OK(uv_thread_create(&s->releaser, sole_releaser, s));
+  sole_dropping = s;
+  ASSERT_OK(uvt_iter_stop(&s->it, sole_drop));
+  STORE(&s->stop_returned, 1);
+  ASSERT_EQ(s->dropped, 1); /* before the stop returned */
+  uv_close((uv_handle_t*)t, on_handle_closed);
+}
+
+static int sole_claims_without_cas(void) {
+#if defined(__linux__) && defined(__NR_membarrier)
+  long cmds = syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+  return cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0;
+#else
+  return 0;
+#endif
+}
+
+static void iter_stop_vs_sole_put(void) {
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uv_timer_t timer;
+  sole_t s;
+  if (!sole_claims_without_cas()) {
+    printf("(no membarrier here: a generator claims with a CAS, test 11 covers it)\n");
+    return;
+  }
+  hooks_reset();
+  memset(&s, 0, sizeof(s));
+  s.bridge = &b;
+  s.yield_rc[0] = s.yield_rc[1] = 1;
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &b, NULL));
+  stall_arm("stream.claim.sole", NULL, NULL, STALL_MS * 4);
+  ASSERT_OK(uvt_threaded_iterable_separate(&b, &s.it, 4, sole_gen, sole_cb));
+  ASSERT_OK(uv_timer_init(&loop, &timer));
+  timer.data = &s;
+  ASSERT_OK(uv_timer_start(&timer, sole_stop_timer, 0, 0));
+  closed_count = 0;
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_OK(uv_thread_join(&s.releaser));
+  ASSERT_EQ(s.released_while_stopping, 1);
+  ASSERT_EQ(s.yield_rc[0], 0); /* its item was taken, then dropped */
+  ASSERT_ERR(s.yield_rc[1], UV_EPIPE);
+  ASSERT_EQ(s.dropped, 1);
+  ASSERT_EQ(s.delivered, 0);
+  ASSERT_EQ(s.finals, 1);
+  ASSERT_ERR(s.final_status, UV_ECANCELED);
+  ASSERT_EQ(closed_count, 1);
+  ASSERT_OK(uv_loop_close(&loop));
+}
+
+#define TRICKLE_FLOOD_MAX 20000000
+typedef struct {
+  uvt_iter_t it; /* first: the callbacks cast back */
+  uvt_bridge_t* bridge;
+  event_t got_last;
+  intptr_t flooded; /* atomic: items of the flood (the last one is flooded + 1) */
+  intptr_t next;    /* loop: the item expected next */
+  int last_in_time; /* generator: the loop had the last item within WAIT_MS */
+  int finals, final_status;
+} trickle_t;
+
+static int fast_entered, fast_left; /* atomic: counted by trickle_hook */
+static void trickle_hook(const char* point, const void* obj) {
+  (void)obj;
+  if (strcmp(point, "stream.fast.enter") == 0) __atomic_fetch_add(&fast_entered, 1, __ATOMIC_RELEASE);
+  if (strcmp(point, "stream.fast.leave") == 0) __atomic_fetch_add(&fast_left, 1, __ATOMIC_RELEASE);
+}
+
+static int trickle_gen(uvt_iter_t* it) {
+  trickle_t* t = (trickle_t*)it;
+  intptr_t i;
+  /* Flood until the loop went FAST (and a little more), then pause. */
+  for (i = 1; i <= TRICKLE_FLOOD_MAX; i++) {
+    ASSERT_OK(uvt_yield(it, (void*)i));
+    if ((i & 4095) == 0 && LOAD(&fast_entered) > 0 && i > 200000) break;
+  }
+  if (i > TRICKLE_FLOOD_MAX) i = TRICKLE_FLOOD_MAX;
+  STORE(&t->flooded, i);
+  uv_sleep(30); /* the flood ends: the loop lets go */
+  ASSERT_OK(uvt_yield(it, (void*)(i + 1)));
+  t->last_in_time = event_wait(&t->got_last, WAIT_MS);
+  return 0;
+}
+
+static void trickle_cb(uvt_iter_t* it, int status, void* item) {
+  trickle_t* t = (trickle_t*)it;
+  if (item != NULL) {
+    ASSERT_EQ((intptr_t)item, t->next); /* in order, none lost */
+    t->next++;
+    if ((intptr_t)item == LOAD(&t->flooded) + 1) event_set(&t->got_last);
+    return;
+  }
+  t->finals++;
+  t->final_status = status;
+  ASSERT_OK(uvt_bridge_close(t->bridge, on_closed));
+}
+
+static void iter_fast_then_trickle(void) {
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  trickle_t t;
+  hooks_reset();
+  custom_hook = trickle_hook;
+  STORE(&fast_entered, 0);
+  STORE(&fast_left, 0);
+  memset(&t, 0, sizeof(t));
+  event_init(&t.got_last);
+  t.bridge = &b;
+  t.next = 1;
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &b, NULL));
+  ASSERT_OK(uvt_threaded_iterable_separate(&b, &t.it, 1024, trickle_gen, trickle_cb));
+  closed_count = 0;
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_EQ(t.last_in_time, 1);
+  ASSERT_EQ(t.next, t.flooded + 2);
+  ASSERT_EQ(t.finals, 1);
+  ASSERT_ERR(t.final_status, UV_EOF);
+  ASSERT_EQ(closed_count, 1);
+  if (sole_claims_without_cas()) {
+    /* The flood went FAST and its end left it. */
+    ASSERT(LOAD(&fast_entered) >= 1);
+    ASSERT(LOAD(&fast_left) >= 1);
+  } else {
+    printf("(no membarrier here: streams never go FAST; the trickle still checked)\n");
+  }
+  ASSERT_OK(uv_loop_close(&loop));
+  event_destroy(&t.got_last);
+}
+
+static void iter_sole_producer(void) {
+  iter_stop_vs_sole_put();
+  iter_fast_then_trickle();
+}
+
 #define FINDING(fn) {#fn, fn, 0}
 #define SUBCASE(fn) {#fn, fn, 1}
 
@@ -1324,6 +1534,9 @@ int main(int argc, char** argv) {
       FINDING(stream_claim_publish),
       SUBCASE(stream_stop_waits_for_publish),
       SUBCASE(stream_unpublished_slot_polled),
+      FINDING(iter_sole_producer),
+      SUBCASE(iter_stop_vs_sole_put),
+      SUBCASE(iter_fast_then_trickle),
   };
   size_t i, ran = 0;
   setvbuf(stdout, NULL, _IONBF, 0);
