@@ -544,7 +544,7 @@ static unsigned uvt__stream_deliver_msg(uvt__msg_t* msg, unsigned budget) {
 
   if (stream->lflags & UVT__STREAM_FINISHED) return 0;
   stream->hold = UVT__HOLD_VISITING;
-  /* Relaxed: the slots' lap bytes order their items. */
+  /* The slots' lap bytes order their items (uvt__stream_claimed). */
   end = uvt__stream_claimed(stream);
 
   /* Commit every quarter buffer, so that producers refill the freed slots

@@ -1151,13 +1151,21 @@ static void pub_stop_producer(void* arg) {
   p->put_rc = uvt_chan_put(&p->ch, (void*)7); /* stalls in stream.fill */
 }
 
-/* Releases the stalled producer after the loop has been in the stop a while. */
+/* Releases the stalled thread after the loop has been in a stop a while;
+ * whether the stop was still waiting for it then (stop_returned is set by
+ * the loop once the stop returned). */
+static int release_while_stopping(int* stop_returned) {
+  int waiting;
+  uv_sleep(50);
+  waiting = !LOAD(stop_returned) && stall_holding();
+  stall_release();
+  return waiting;
+}
+
 static void pub_releaser(void* arg) {
   pub_t* p = arg;
   ASSERT(stall_wait(UNTIL_ARRIVED, WAIT_MS));
-  uv_sleep(50);
-  p->released_while_stopping = !LOAD(&p->stop_returned) && stall_holding();
-  stall_release();
+  p->released_while_stopping = release_while_stopping(&p->stop_returned);
 }
 
 static void pub_stop_timer(uv_timer_t* t) {
@@ -1356,12 +1364,9 @@ static void sole_cb(uvt_iter_t* it, int status, void* item) {
   ASSERT_OK(uvt_bridge_close(s->bridge, on_closed));
 }
 
-/* Releases the stalled generator after the loop has been in the stop a while. */
 static void sole_releaser(void* arg) {
   sole_t* s = arg;
-  uv_sleep(50);
-  s->released_while_stopping = !LOAD(&s->stop_returned) && stall_holding();
-  stall_release();
+  s->released_while_stopping = release_while_stopping(&s->stop_returned);
 }
 
 static void sole_stop_timer(uv_timer_t* t) {
