@@ -530,11 +530,15 @@ typedef struct {
   ring_t* r;
   long n;
 } ring_producer_t;
+/* The producers copy what they read for every item: p lives on the loop
+ * thread's stack, beside the loop the loop thread writes all the time (as
+ * bench_gen's gen_n, below). */
 static void ring_producer(void* arg) {
   ring_producer_t* p = arg;
-  long i;
-  for (i = 1; i <= p->n; i++) ring_put(p->r, (void*)(intptr_t)i);
-  ring_finish(p->r);
+  ring_t* r = p->r;
+  long i, n = p->n;
+  for (i = 1; i <= n; i++) ring_put(r, (void*)(intptr_t)i);
+  ring_finish(r);
 }
 static double base_stream(long per_producer, int producers, size_t cap) {
   uv_loop_t loop;
@@ -617,9 +621,10 @@ typedef struct {
 } chan_producer_t;
 static void chan_producer(void* arg) {
   chan_producer_t* p = arg;
-  long i;
-  for (i = 1; i <= p->n; i++) CHECK(uvt_chan_put(p->ch, (void*)(intptr_t)i));
-  if (__atomic_sub_fetch(p->left, 1, __ATOMIC_ACQ_REL) == 0) CHECK(uvt_chan_close(p->ch));
+  uvt_chan_t* ch = p->ch; /* copies, as in ring_producer */
+  long i, n = p->n;
+  for (i = 1; i <= n; i++) CHECK(uvt_chan_put(ch, (void*)(intptr_t)i));
+  if (__atomic_sub_fetch(p->left, 1, __ATOMIC_ACQ_REL) == 0) CHECK(uvt_chan_close(ch));
 }
 static double ours_chan(long per_producer, int producers, size_t cap) {
   uvt_pool_t* pool = make_pool(0, 1);
