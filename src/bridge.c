@@ -92,14 +92,6 @@ void uvt__bridge_leave(uvt_bridge_t* bridge) {
   uvt__fetch_sub_release(&bridge->uvt__gate, 1u);
 }
 
-int uvt__bridge_on_loop_thread(uvt__bridge_impl_t* impl) {
-  uv_thread_t self = uv_thread_self();
-  /* Relaxed: only the loop thread writes it; another thread never reads its
-   * own identity there unless it wrote it itself earlier. */
-  uv_thread_t loop = uvt__load_relaxed(&impl->loop_thread);
-  return uv_thread_equal(&self, &loop);
-}
-
 int uvt__bridge_check_submit(uvt__bridge_impl_t* impl) {
   if (!uvt__bridge_on_loop_thread(impl)) return UV_EINVAL;
   if (impl->closing) return UV_EPIPE;
@@ -360,7 +352,10 @@ static void uvt__bridge_maybe_finish(uvt__bridge_impl_t* impl) {
  * a time runs it). Relaxed: only the loop thread writes it (see
  * uvt__bridge_on_loop_thread). */
 static void uvt__bridge_learn_loop_thread(uvt__bridge_impl_t* impl) {
-  uvt__store_relaxed(&impl->loop_thread, uv_thread_self());
+  uv_thread_t self = uv_thread_self();
+  uv_thread_t known = uvt__load_relaxed(&impl->loop_thread);
+  /* Stored only when it changed: producers read this line on every put. */
+  if (!uv_thread_equal(&self, &known)) uvt__store_relaxed(&impl->loop_thread, self);
 }
 
 /* How long the loop thread waits for the bridge's next message before it
