@@ -143,49 +143,62 @@ typedef struct uvt__inflight_s {
 } uvt__inflight_t;
 
 /* The bounded buffer between producer threads and the loop, shared by
- * iterators and channels (src/stream.c). Producer- and loop-written words
- * are kept apart by padding (the struct is caller-allocated, so no
+ * iterators and channels (src/stream.c). Grouped by who writes: what every
+ * put reads is written only at open, and the producers' and the loop's
+ * words are kept apart by padding (the struct is caller-allocated, so no
  * alignment). */
 typedef struct uvt__stream_s {
-  uv_mutex_t mutex; /* state changes; blocked producers */
-  uv_cond_t space;  /* blocked producers wait here */
+  /* Apart from what the caller keeps before the stream (a loop's locals,
+   * a counter its callback writes). */
+  char uvt__pad0[64];
+  /* Read by every put, written only at open (and the tag at the end). */
+  uintptr_t tag;
   void** ring;      /* the items, in slots (a power of two of them) */
   unsigned char* laps; /* per slot: published for the lap it says (stream.c) */
   size_t cap;       /* max_size: the bound */
   size_t mask;      /* slots - 1 */
   unsigned shift;   /* log2(slots): a position's lap */
+  int joined;       /* one producer, which the end waits for */
+  int may_bias;     /* a lone producer may claim without a CAS */
+  struct uvt__bridge_impl_s* impl;
+  /* Written on state changes and by blocked producers. */
+  uv_mutex_t mutex; /* state changes; blocked producers */
+  uv_cond_t space;  /* blocked producers wait here */
   unsigned waiters; /* atomic: producers spinning or asleep for space */
   unsigned flags;   /* producer-side state, guarded by mutex */
-  unsigned lflags;  /* loop-side state: written by the loop under mutex */
+  unsigned gate;    /* producers inside, and the open bit (stream.c) */
   int status;       /* the producer's own end (iterators: the generator's result) */
-  int hold;         /* loop thread: why it holds the scheduled bit (stream.c) */
-  int joined;       /* one producer, which the end waits for (set at open) */
-  int sole;         /* joined, and it claims without a CAS (set at open) */
-  struct uvt__bridge_impl_s* impl;
   void* ctx;
   /* The owner's hooks, loop thread: an item or the final status; the
    * owner's part of a bridge close (may be NULL). */
   void (*deliver)(struct uvt__stream_s* stream, int status, void* item);
   void (*closing)(struct uvt__stream_s* stream);
-  uvt__poll_t poll; /* its message */
   uvt__inflight_t inflight;
-  unsigned gate; /* producers inside, and the open bit (stream.c) */
-  uintptr_t tag;
-  /* Producer side: positions claimed and three bits (atomic), the sole
-   * producer's position and whether it is inside a claim (atomic), head
-   * as last seen. */
+  /* Producer side: positions claimed and the mode bits (atomic), the sole
+   * producer's position, whether it is inside a claim and who it is
+   * (atomic), head as last seen, and the thread that claimed last and how
+   * many times in a row (atomic hints). */
   char uvt__pad1[64];
   uint64_t claim;
   uint64_t tail;
   unsigned putting;
+  unsigned streak;
+  uintptr_t owner;
+  uintptr_t last_producer;
   uint64_t seen_head;
-  /* Loop side: items passed to the callback and committed (atomic), items
-   * of the current batch passed but not committed, items delivered since
-   * the last heavy barrier. */
+  /* Loop side: items passed to the callback and committed (atomic), which
+   * producers waiting for room read; then, apart from it, what the loop
+   * writes for every item: items of the current batch passed but not
+   * committed, items delivered since the last heavy barrier, its state,
+   * its message. */
   char uvt__pad2[64];
   uint64_t head;
+  char uvt__pad3[64];
   size_t taken;
   uint64_t since_barrier;
+  unsigned lflags;  /* loop-side state: written by the loop under mutex */
+  int hold;         /* loop thread: why it holds the scheduled bit (stream.c) */
+  uvt__poll_t poll; /* its message */
 } uvt__stream_t;
 
 /* ---- Pool: the custom thread pool (any thread) --------------------------- */

@@ -15,7 +15,7 @@
  * while the rest of the batch is delivered.
  *
  * An iterator's generator is the sole producer of its stream, so where
- * the system has a heavy barrier (below) it claims without a CAS (`sole`):
+ * the system has a heavy barrier (below) it claims without a CAS (SOLE):
  * its position is `tail`, which only it writes (release, after the lap
  * byte), and `claim` keeps only the bits. After each publish it sets
  * SCHEDULED with one RMW (uvt__stream_publish_sole), except in FAST: in a
@@ -23,12 +23,26 @@
  * loop, which holds SCHEDULED and polls anyway, sets FAST, and the
  * generator's puts are plain stores. Two asymmetric Dekker handshakes
  * stand in for the locked instructions, each a compiler barrier on the
- * generator's side and a heavy barrier on the loop's: to let go of a FAST
- * stream, the loop clears FAST, runs the barrier, then reads tail; to
- * stop, it sets REFUSING, runs the barrier, waits for a claim in progress
- * (`putting`) to end, then reads tail. So a stop still drops every item
- * whose put passed its check, before it returns, and every later put gets
- * UV_EPIPE.
+ * producer's side and a heavy barrier on the other: to let go of a FAST
+ * stream, the loop clears FAST, runs the barrier, then reads tail; to take
+ * SOLE back (uvt__stream_unbias: a stop, here), it sets LOCKED, runs the
+ * barrier, waits for a claim in progress (`putting`) to end, then makes
+ * tail the position in claim, and claims are CASes again. So a stop still
+ * drops every item whose put passed its check, before it returns, and
+ * every later put gets UV_EPIPE.
+ *
+ * A channel's producer becomes SOLE the same way once it has claimed
+ * UVT__BIAS_AFTER times in a row (uvt__stream_bias: the stream is biased
+ * towards it, its `owner`). The first put of another producer takes SOLE
+ * back, and so does the loop before the stream ends (the final callback
+ * may free the stream, so it waits for the owner's claim in progress). So
+ * a lone producer pays one heavy barrier at most per UVT__BIAS_AFTER items
+ * and a channel with several producers pays nothing, or one barrier now
+ * and then. Only the owner writes `putting`, and an owner stays the owner
+ * (with SOLE taken back) until it has seen that itself, at its next claim:
+ * a thread that read "SOLE, and I own it" and was then descheduled may
+ * still be about to claim, and no other thread may own the stream until
+ * it knows better.
  *
  * `claim` also holds two bits (and FAST), changed by the same atomic
  * operations: SCHEDULED, the loop will visit the stream (its message is
@@ -80,6 +94,7 @@
 
 #if defined(__linux__)
 #include <linux/membarrier.h>
+#include <pthread.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
@@ -89,13 +104,29 @@
 #define UVT__STREAM_GATE_OPEN 0x80000000u
 #define UVT__UNPUBLISHED_SPIN_NS 2000u /* a claimed slot: how long the loop waits for its publish */
 
-/* stream->claim: the claimed position and three bits. FAST: the loop
- * holds SCHEDULED in a long flood and lets the sole producer skip its RMW
- * (below). */
+/* stream->claim: the claimed position and five bits. FAST: the loop
+ * holds SCHEDULED in a long flood and lets the sole producer skip its RMW.
+ * SOLE: one producer claims without a CAS, its position is tail (POS is
+ * stale). LOCKED: the mode is changing (uvt__stream_bias, _unbias): nobody
+ * claims. */
 #define UVT__CLAIM_REFUSING ((uint64_t)1 << 63)
 #define UVT__CLAIM_SCHEDULED ((uint64_t)1 << 62)
 #define UVT__CLAIM_FAST ((uint64_t)1 << 61)
-#define UVT__CLAIM_POS (UVT__CLAIM_FAST - 1)
+#define UVT__CLAIM_SOLE ((uint64_t)1 << 60)
+#define UVT__CLAIM_LOCKED ((uint64_t)1 << 59)
+#define UVT__CLAIM_POS (UVT__CLAIM_LOCKED - 1)
+
+/* uvt__stream_claim's *how: the claim set SCHEDULED (the caller queues
+ * the message after its publish), or it was the sole producer's. */
+enum { UVT__CLAIMED = 0, UVT__CLAIMED_POST = 1, UVT__CLAIMED_SOLE = 2 };
+#define UVT__CLAIM_RETRY 1 /* uvt__stream_claim_sole: the mode changed */
+
+/* A channel's producer that made this many claims in a row, with no other
+ * producer's between them, becomes the stream's sole producer (its owner)
+ * until another producer or the loop's end of the stream takes it back:
+ * at most one heavy barrier per this many items. */
+#define UVT__BIAS_AFTER 65536u
+#define UVT__BIAS_SAMPLE 256u /* claims are counted at every this many positions */
 
 /* A sole producer's stream that has delivered this many items since the
  * loop last ran the heavy barrier for it goes FAST at its next flood: the
@@ -132,6 +163,19 @@ static void uvt__heavy_barrier(void) {
 static int uvt__heavy_barrier_ready(void) { return 0; }
 static void uvt__heavy_barrier(void) {}
 #endif
+
+/* Who claims: a producer thread's identity, never 0 (glibc's pthread_t is
+ * its descriptor's address). A thread that exits while it owns a stream
+ * leaves the identity to the next thread given the same one, which then
+ * follows it (its exit happens before that thread starts). */
+static uintptr_t uvt__producer_self(void) {
+#if defined(__linux__)
+  return (uintptr_t)pthread_self(); /* one load, where uv_thread_self is two calls */
+#else
+  uv_thread_t self = uv_thread_self();
+  return (uintptr_t)self;
+#endif
+}
 
 /* Position pos lives in slot pos & mask, and is published once the slot's
  * lap byte says (pos >> shift) + 1, modulo 256: the byte held the lap
@@ -174,13 +218,16 @@ static int uvt__stream_deliverable(const uvt__stream_t* stream) {
   return !(stream->lflags & UVT__STREAM_PAUSED) || (stream->lflags & UVT__STREAM_BRIDGE_CLOSING);
 }
 
-/* The positions claimed: in claim, or a sole producer's own tail (every
- * position below it is published). Any thread. Acquire on tail: pairs
- * with the producer's release, so the items below it are published; claim
- * needs none (the slots' lap bytes order their items). */
+/* The positions claimed: in claim, or the sole producer's own tail. Any
+ * thread. Acquire on tail: pairs with the producer's release, so its items
+ * below it are published; claim needs none (the slots' lap bytes order
+ * their items). */
 static uint64_t uvt__stream_claimed(const uvt__stream_t* stream) {
-  if (uvt__load_relaxed(&stream->sole)) return uvt__load_acquire(&stream->tail);
-  return uvt__load_relaxed(&stream->claim) & UVT__CLAIM_POS;
+  /* Acquire: a stream that just became SOLE shows its tail (the release
+   * in uvt__stream_bias). */
+  uint64_t c = uvt__load_acquire(&stream->claim);
+  if (c & UVT__CLAIM_SOLE) return uvt__load_acquire(&stream->tail);
+  return c & UVT__CLAIM_POS;
 }
 
 /* Items claimed and not yet committed, published or not (loop thread). */
@@ -259,51 +306,173 @@ static void uvt__stream_schedule_loop(uvt__stream_t* stream, uint64_t extra) {
   }
 }
 
-/* Claims the next position: 0, UV_EAGAIN if the ring is full (nothing
- * changed), UV_EPIPE once the stream refuses items. *post: the claim set
- * SCHEDULED, so the caller queues the message after it published. Any
- * thread. */
-static int uvt__stream_claim(uvt__stream_t* stream, uint64_t* pos, int* post) {
-  /* Relaxed: the CAS below decides, and acquires. */
-  uint64_t c = uvt__load_relaxed(&stream->claim);
-  /* Relaxed: a reopen may be storing it (stream_open). */
-  size_t cap = uvt__load_relaxed(&stream->cap);
-  if (uvt__load_relaxed(&stream->sole)) {
-    /* The sole producer (a generator): nobody else moves tail or
-     * seen_head, so no CAS; its publish schedules the visit
-     * (uvt__stream_publish_sole). Inside the claim from here until the
-     * publish: a stop waits for that (uvt__stream_stop). The store of
-     * putting, the compiler barrier, then the load of REFUSING: the light
-     * side of the stop's handshake (top of the file). Relaxed: the heavy
-     * barrier orders them; the release that ends the claim carries the
-     * item. */
-    uint64_t p = uvt__load_relaxed(&stream->tail);
-    uvt__store_relaxed(&stream->putting, 1u);
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    c = uvt__load_relaxed(&stream->claim);
-    if (c & UVT__CLAIM_REFUSING) {
-      uvt__store_release(&stream->putting, 0u);
-      return UV_EPIPE;
-    }
-    if (p - uvt__load_relaxed(&stream->seen_head) >= cap) {
-      /* Acquire: pairs with the loop's release of head, so its reads of
-       * the slots we may reuse happen before our writes (also for later
-       * claims that find room below the head kept here). */
-      uint64_t head = uvt__load_acquire(&stream->head);
-      if (p - head >= cap) {
-        uvt__store_release(&stream->putting, 0u);
-        return UV_EAGAIN;
-      }
-      uvt__store_relaxed(&stream->seen_head, head);
-    }
-    UVT__TEST_POINT("stream.claim.sole", stream); /* a stop must wait for us */
-    *pos = p;
-    *post = 0;
-    return 0;
+/* The sole producer's claim: 0 (*pos), UV_EAGAIN if the ring is full,
+ * UV_EPIPE once the stream refuses items, UVT__CLAIM_RETRY if the mode
+ * changed (SOLE ended, or is being changed). The caller is the generator
+ * or the stream's owner. Inside the claim from the store of putting until
+ * the publish ends it: whoever ends the mode or the stream waits for that
+ * (uvt__stream_unbias). The store of putting, the compiler barrier, then
+ * the load of claim: the light side of that handshake (top of the file).
+ * Relaxed: the heavy barrier orders them; the release that ends the claim
+ * carries the item. */
+static int uvt__stream_claim_sole(uvt__stream_t* stream, size_t cap, uint64_t* pos) {
+  uint64_t c, p;
+  uvt__store_relaxed(&stream->putting, 1u);
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  c = uvt__load_relaxed(&stream->claim);
+  if ((c & (UVT__CLAIM_REFUSING | UVT__CLAIM_LOCKED | UVT__CLAIM_SOLE)) != UVT__CLAIM_SOLE) {
+    /* Only the owner (or the generator) writes putting: an owner keeps
+     * that role until it gives it up itself (uvt__stream_claim). */
+    uvt__store_release(&stream->putting, 0u);
+    return (c & UVT__CLAIM_REFUSING) ? UV_EPIPE : UVT__CLAIM_RETRY;
   }
+  /* Nobody else moves tail or seen_head while we own the stream. */
+  p = uvt__load_relaxed(&stream->tail);
+  if (p - uvt__load_relaxed(&stream->seen_head) >= cap) {
+    /* Acquire: pairs with the loop's release of head, so its reads of
+     * the slots we may reuse happen before our writes (also for later
+     * claims that find room below the head kept here). */
+    uint64_t head = uvt__load_acquire(&stream->head);
+    if (p - head >= cap) {
+      uvt__store_release(&stream->putting, 0u);
+      return UV_EAGAIN;
+    }
+    uvt__store_relaxed(&stream->seen_head, head);
+  }
+  UVT__TEST_POINT("stream.claim.sole", stream); /* an unbias must wait for us */
+  *pos = p;
+  return 0;
+}
+
+/* A channel's producer, with the LOCKED bit of claim: c, as it set it, is
+ * not SOLE and its POS is exact (nobody claims while LOCKED). Makes me the
+ * owner, with tail at POS, unless another thread still is (below). */
+static void uvt__stream_bias(uvt__stream_t* stream, uint64_t c, uintptr_t me) {
+  /* Acquire: pairs with the release of the last owner's give-up, so its
+   * last store of putting (0) happens before ours. */
+  uintptr_t owner = uvt__load_acquire(&stream->owner);
+  if (owner != 0 && owner != me) {
+    /* The owner's SOLE was taken back while it may still be about to
+     * claim (it read SOLE, then was descheduled): only it may write
+     * putting until it has seen SOLE end (uvt__stream_claim), so no other
+     * thread becomes the owner before that. Release: as below. */
+    __atomic_fetch_and(&stream->claim, ~UVT__CLAIM_LOCKED, __ATOMIC_RELEASE);
+    return;
+  }
+  uvt__store_relaxed(&stream->tail, c & UVT__CLAIM_POS);
+  uvt__store_relaxed(&stream->owner, me);
+  /* Release: a producer that sees SOLE (acquire) sees its owner and tail.
+   * An RMW: the loop may set its bits meanwhile. */
+  __atomic_fetch_xor(&stream->claim, UVT__CLAIM_LOCKED | UVT__CLAIM_SOLE, __ATOMIC_RELEASE);
+  UVT__TEST_POINT("stream.bias", stream);
+}
+
+/* A channel's producer claimed position p with the CAS; c is the value it
+ * wrote. Counted only at every UVT__BIAS_SAMPLE-th position, so that a
+ * put pays a branch for it: a thread that made UVT__BIAS_AFTER /
+ * UVT__BIAS_SAMPLE sampled claims in a row becomes the owner (another
+ * producer's claims between two samples go unseen: the role is only a
+ * guess, taken back as soon as another producer puts). Relaxed: hints,
+ * racy by design between producers; uvt__stream_bias decides under
+ * LOCKED. */
+static void uvt__stream_count_claim(uvt__stream_t* stream, uint64_t c) {
+  uintptr_t me = uvt__producer_self();
+  unsigned n;
+  if (uvt__load_relaxed(&stream->last_producer) != me) {
+    uvt__store_relaxed(&stream->last_producer, me);
+    uvt__store_relaxed(&stream->streak, 0u);
+    return;
+  }
+  n = uvt__load_relaxed(&stream->streak) + 1;
+  if (n < UVT__BIAS_AFTER / UVT__BIAS_SAMPLE) {
+    uvt__store_relaxed(&stream->streak, n);
+    return;
+  }
+  uvt__store_relaxed(&stream->streak, 0u);
+  /* Acquire on success: pairs with the release that last cleared LOCKED.
+   * Fails if anybody claimed or changed a bit since our claim: then
+   * later. */
+  if (!(c & (UVT__CLAIM_REFUSING | UVT__CLAIM_LOCKED | UVT__CLAIM_SOLE)) &&
+      __atomic_compare_exchange_n(&stream->claim, &c, c | UVT__CLAIM_LOCKED, 0, __ATOMIC_ACQUIRE,
+                                  __ATOMIC_RELAXED))
+    uvt__stream_bias(stream, c, me);
+}
+
+/* Takes SOLE back, so that every producer claims with the CAS again (a
+ * second producer, or the loop before it drops the buffer or ends the
+ * stream). LOCKED, then the heavy barrier: the owner's claim that has not
+ * read claim yet (uvt__stream_claim_sole) will see LOCKED, and one that
+ * has is marked putting; we wait for it to publish (a few instructions,
+ * unless it was descheduled there), then POS is its tail. A change of mode
+ * under way (LOCKED) is waited for first. Returns with SOLE clear. Any
+ * thread. */
+static void uvt__stream_unbias(uvt__stream_t* stream) {
+  /* Acquire: pairs with the release that last cleared LOCKED. */
+  uint64_t c = uvt__load_acquire(&stream->claim);
+  uint64_t tail;
   for (;;) {
+    if (c & UVT__CLAIM_LOCKED) {
+      uvt__thread_yield(); /* another thread changes the mode */
+      c = uvt__load_acquire(&stream->claim);
+      continue;
+    }
+    if (!(c & UVT__CLAIM_SOLE)) return;
+    if (__atomic_compare_exchange_n(&stream->claim, &c, c | UVT__CLAIM_LOCKED, 1,
+                                    __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE))
+      break;
+  }
+  c |= UVT__CLAIM_LOCKED;
+  UVT__TEST_POINT("stream.unbias", stream);
+  uvt__heavy_barrier();
+  /* Acquire: pairs with the release that ends a claim, so its tail is seen. */
+  while (uvt__load_acquire(&stream->putting)) uvt__thread_yield();
+  tail = uvt__load_acquire(&stream->tail);
+  /* Release: the owner's tail, read above, is POS from here on. An RMW
+   * loop: the loop and the enders set bits meanwhile. */
+  while (!__atomic_compare_exchange_n(
+      &stream->claim, &c, (c & ~(UVT__CLAIM_SOLE | UVT__CLAIM_LOCKED | UVT__CLAIM_POS)) | tail, 1,
+      __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
+  }
+}
+
+/* Claims the next position: 0, UV_EAGAIN if the ring is full (nothing
+ * changed), UV_EPIPE once the stream refuses items. *how: the claim set
+ * SCHEDULED (UVT__CLAIMED_POST: the caller queues the message after it
+ * published), or the sole producer claimed (UVT__CLAIMED_SOLE: its
+ * publish schedules, uvt__stream_publish_sole). Any thread. */
+static int uvt__stream_claim(uvt__stream_t* stream, uint64_t* pos, int* how) {
+  /* Relaxed: a reopen may be storing them (stream_open). */
+  size_t cap = uvt__load_relaxed(&stream->cap);
+  int joined = uvt__load_relaxed(&stream->joined);
+  for (;;) {
+    /* Acquire: the stream as opened (the release of claim in
+     * uvt__stream_open heads the release sequence of every change of it),
+     * and a SOLE's owner and tail (uvt__stream_bias). */
+    uint64_t c = uvt__load_acquire(&stream->claim);
     uint64_t p = c & UVT__CLAIM_POS;
     if (c & UVT__CLAIM_REFUSING) return UV_EPIPE;
+    if (c & UVT__CLAIM_LOCKED) {
+      uvt__thread_yield(); /* the mode changes: a heavy barrier, at most once per UVT__BIAS_AFTER */
+      continue;
+    }
+    if (c & UVT__CLAIM_SOLE) {
+      /* Relaxed: only this thread makes itself the owner or gives it up,
+       * so a thread that reads itself here is still the owner. */
+      if (joined || uvt__load_relaxed(&stream->owner) == uvt__producer_self()) {
+        int rc = uvt__stream_claim_sole(stream, cap, pos);
+        if (rc == UVT__CLAIM_RETRY) continue;
+        *how = UVT__CLAIMED_SOLE;
+        return rc;
+      }
+      uvt__stream_unbias(stream); /* a second producer */
+      continue;
+    }
+    if (uvt__load_relaxed(&stream->owner) != 0 &&
+        uvt__load_relaxed(&stream->owner) == uvt__producer_self()) {
+      /* SOLE was taken back from us: give the role up. Release: our last
+       * store of putting happens before the next owner's. */
+      uvt__store_release(&stream->owner, (uintptr_t)0);
+    }
     /* Acquire: pairs with the release of seen_head (and of head, below),
      * so the loop's reads of the slot we may reuse happen before our write. */
     if (p - uvt__load_acquire(&stream->seen_head) >= cap) {
@@ -315,34 +484,37 @@ static int uvt__stream_claim(uvt__stream_t* stream, uint64_t* pos, int* post) {
        * only sends a producer here again. */
       uvt__store_release(&stream->seen_head, head);
     }
-    /* Acquire on success: the stream as opened (the release of claim in
-     * uvt__stream_open heads the release sequence of every claim). The
-     * SCHEDULED bit needs no order: see uvt__stream_schedule. A CAS that
-     * fails on a reopen's claim of 0 may succeed next round, in the new
-     * incarnation: a late put racing a reopen lands there. */
+    /* Acquire on success: as above. The SCHEDULED bit needs no order: see
+     * uvt__stream_schedule. A CAS that fails on a reopen's claim of 0 may
+     * succeed next round, in the new incarnation: a late put racing a
+     * reopen lands there. */
     if (__atomic_compare_exchange_n(&stream->claim, &c, (c + 1) | UVT__CLAIM_SCHEDULED, 1,
                                     __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
       *pos = p;
-      *post = !(c & UVT__CLAIM_SCHEDULED);
+      *how = (c & UVT__CLAIM_SCHEDULED) ? UVT__CLAIMED : UVT__CLAIMED_POST;
+      if ((p & (UVT__BIAS_SAMPLE - 1)) == 0 && !joined && uvt__load_relaxed(&stream->may_bias))
+        uvt__stream_count_claim(stream, (c + 1) | UVT__CLAIM_SCHEDULED);
       return 0;
     }
   }
 }
 
 /* The sole producer published position pos: moves tail past it and makes
- * sure the loop visits. Outside FAST that takes an RMW on claim, a Dekker
- * handshake with the loop's let-go through claim's single modification
- * order: if ours comes first, the loop's acquiring RMW reads from it and
- * its load of tail sees ours; if the loop's comes first, we find
- * SCHEDULED clear and queue the message. In FAST the loop holds SCHEDULED
- * and visits without being asked, so a put is plain stores: the locked
- * instruction was a third of what an item cost the generator. */
+ * sure the loop visits, then ends its claim. Outside FAST that takes an
+ * RMW on claim, a Dekker handshake with the loop's let-go through claim's
+ * single modification order: if ours comes first, the loop's acquiring
+ * RMW reads from it and its load of tail sees ours; if the loop's comes
+ * first, we find SCHEDULED clear and queue the message. In FAST the loop
+ * holds SCHEDULED and visits without being asked, so a put is plain
+ * stores: the locked instruction was a third of what an item cost the
+ * generator. The claim ends last: a channel's end waits for it (the
+ * final callback may free the stream), so nothing here touches the stream
+ * after it. */
 static void uvt__stream_publish_sole(uvt__stream_t* stream, uint64_t pos) {
   uint64_t c;
   /* Release: a loop that reads tail (acquire) finds every item below it
-   * published; a stop that sees the claim end (acquire) sees tail. */
+   * published. */
   uvt__store_release(&stream->tail, pos + 1);
-  uvt__store_release(&stream->putting, 0u);
   /* The light side of the asymmetric barrier (uvt__heavy_barrier): the
    * compiler keeps the load of claim after the store of tail. The loop
    * clears FAST, then runs the heavy barrier, then reads tail: either this
@@ -350,11 +522,15 @@ static void uvt__stream_publish_sole(uvt__stream_t* stream, uint64_t pos) {
    * was before it and the loop sees it. Relaxed: the barrier orders it. */
   __atomic_signal_fence(__ATOMIC_SEQ_CST);
   c = uvt__load_relaxed(&stream->claim);
-  if (c & UVT__CLAIM_FAST) return;
-  /* Acq_rel: the handshake above; acquire also as in uvt__stream_schedule
-   * (the loop's writes to the message happen before we link it). */
-  c = __atomic_fetch_or(&stream->claim, UVT__CLAIM_SCHEDULED, __ATOMIC_ACQ_REL);
-  if (!(c & UVT__CLAIM_SCHEDULED)) uvt__bridge_post(stream->impl, &stream->poll.msg);
+  if (!(c & UVT__CLAIM_FAST)) {
+    /* Acq_rel: the handshake above; acquire also as in
+     * uvt__stream_schedule (the loop's writes to the message happen
+     * before we link it). */
+    c = __atomic_fetch_or(&stream->claim, UVT__CLAIM_SCHEDULED, __ATOMIC_ACQ_REL);
+    if (!(c & UVT__CLAIM_SCHEDULED)) uvt__bridge_post(stream->impl, &stream->poll.msg);
+  }
+  /* Release: an unbias that sees the claim end (acquire) sees tail. */
+  uvt__store_release(&stream->putting, 0u);
 }
 
 /* Writes the item into its claimed slot and publishes it, then queues the
@@ -362,7 +538,7 @@ static void uvt__stream_publish_sole(uvt__stream_t* stream, uint64_t pos) {
  * causes finds the item). A blocking put on the loop thread is refused
  * here, after its claim (which keeps the stream and its bridge alive for
  * the check): its slot is published empty. */
-static int uvt__stream_fill(uvt__stream_t* stream, uint64_t pos, int post, void* item,
+static int uvt__stream_fill(uvt__stream_t* stream, uint64_t pos, int how, void* item,
                             int refuse_loop) {
   size_t slot = pos & stream->mask;
   int rc = 0;
@@ -384,9 +560,9 @@ static int uvt__stream_fill(uvt__stream_t* stream, uint64_t pos, int post, void*
   UVT__TEST_POINT("stream.fill", stream); /* claimed, not yet published */
   /* Release: the item is written before the loop sees the slot published. */
   uvt__store_release(&stream->laps[slot], uvt__stream_lap(stream, pos));
-  if (uvt__load_relaxed(&stream->sole))
+  if (how == UVT__CLAIMED_SOLE)
     uvt__stream_publish_sole(stream, pos);
-  else if (post)
+  else if (how == UVT__CLAIMED_POST)
     uvt__bridge_post(stream->impl, &stream->poll.msg);
   return rc;
 }
@@ -587,8 +763,9 @@ static unsigned uvt__stream_deliver_msg(uvt__msg_t* msg, unsigned budget) {
        (used > 0 && !(uvt__load_relaxed(&stream->claim) & UVT__CLAIM_REFUSING)))) {
     stream->hold = UVT__HOLD_POLLED;
     uvt__bridge_poll(stream->impl, &stream->poll);
-    if (stream->since_barrier >= UVT__FAST_AFTER && uvt__load_relaxed(&stream->sole) &&
-        !(uvt__load_relaxed(&stream->claim) & UVT__CLAIM_FAST)) {
+    if (stream->since_barrier >= UVT__FAST_AFTER &&
+        (uvt__load_relaxed(&stream->claim) & (UVT__CLAIM_SOLE | UVT__CLAIM_FAST)) ==
+            UVT__CLAIM_SOLE) {
       uvt__fetch_or_relaxed(&stream->claim, UVT__CLAIM_FAST); /* the barrier orders it */
       UVT__TEST_POINT("stream.fast.enter", stream);
     }
@@ -611,8 +788,17 @@ static unsigned uvt__stream_deliver_msg(uvt__msg_t* msg, unsigned budget) {
     UVT__TEST_POINT("stream.fast.leave", stream);
   }
   c = __atomic_fetch_and(&stream->claim, ~UVT__CLAIM_SCHEDULED, __ATOMIC_ACQ_REL);
-  claimed = uvt__load_relaxed(&stream->sole) ? uvt__load_acquire(&stream->tail)
-                                             : c & UVT__CLAIM_POS;
+  claimed = (c & UVT__CLAIM_SOLE) ? uvt__load_acquire(&stream->tail) : c & UVT__CLAIM_POS;
+  if ((c & UVT__CLAIM_REFUSING) && (c & (UVT__CLAIM_SOLE | UVT__CLAIM_LOCKED)) &&
+      !stream->joined) {
+    /* A channel's owner may be inside a claim that passed its check
+     * before REFUSING, unseen in tail: the end must wait for its item (the
+     * final callback may free the stream; a generator's end waits for the
+     * generator instead). From here on every claim is a CAS, and fails.
+     * Relaxed: the unbias's own RMW on claim ordered it. */
+    uvt__stream_unbias(stream);
+    claimed = uvt__load_relaxed(&stream->claim) & UVT__CLAIM_POS;
+  }
   if (claimed != stream->head && uvt__stream_deliverable(stream)) {
     uvt__stream_schedule_loop(stream, 0);
     return used;
@@ -709,7 +895,13 @@ int uvt__stream_open(uvt__bridge_impl_t* impl, uvt__stream_t* stream, size_t max
   stream->lflags = 0;
   stream->hold = UVT__HOLD_NONE;
   uvt__store_relaxed(&stream->joined, joins_producer);
-  uvt__store_relaxed(&stream->sole, joins_producer && uvt__heavy_barrier_ready());
+  uvt__store_relaxed(&stream->may_bias, uvt__heavy_barrier_ready());
+  /* A channel's owner of the last incarnation keeps its role (it may
+   * still be about to claim: uvt__stream_bias); fresh memory has none. */
+  if (uvt__load_relaxed(&stream->tag) != UVT__TAG(stream, UVT__KIND_STREAM_DONE))
+    uvt__store_relaxed(&stream->owner, (uintptr_t)0);
+  uvt__store_relaxed(&stream->last_producer, (uintptr_t)0);
+  uvt__store_relaxed(&stream->streak, 0u);
   stream->status = 0;
   stream->ctx = uvt_context_get();
   stream->impl = impl;
@@ -719,8 +911,11 @@ int uvt__stream_open(uvt__bridge_impl_t* impl, uvt__stream_t* stream, size_t max
   stream->poll.ready = uvt__stream_ready;
   stream->inflight.closing = uvt__stream_bridge_closing;
   uvt__bridge_track(impl, &stream->inflight);
-  /* Release: a claim sees the stream as opened (above). */
-  uvt__store_release(&stream->claim, (uint64_t)0);
+  /* Release: a claim sees the stream as opened (above). A generator is
+   * its stream's sole producer from the start. */
+  uvt__store_release(&stream->claim, joins_producer && uvt__heavy_barrier_ready()
+                                         ? UVT__CLAIM_SOLE
+                                         : (uint64_t)0);
   /* A finished stream's gate is closed and empty, and nobody enters a
    * closed gate: this store races with no producer. */
   uvt__store_relaxed(&stream->gate, UVT__STREAM_GATE_OPEN);
@@ -760,10 +955,10 @@ static int uvt__stream_full(const uvt__stream_t* stream) {
 }
 
 /* A put that found the ring full and may wait: under the mutex, counted in
- * waiters while it sleeps. Returns with a claim (0, *pos, *post), or
+ * waiters while it sleeps. Returns with a claim (0, *pos, *how), or
  * UV_EPIPE or full_err. */
 static int uvt__stream_wait_claim(uvt__stream_t* stream, uint64_t timeout_ms, int full_err,
-                                  uint64_t* pos, int* post) {
+                                  uint64_t* pos, int* how) {
   uint64_t deadline = 0;
   int waited = 0;
   int rc;
@@ -775,7 +970,7 @@ static int uvt__stream_wait_claim(uvt__stream_t* stream, uint64_t timeout_ms, in
       rc = UV_EPIPE;
       break;
     }
-    if ((rc = uvt__stream_claim(stream, pos, post)) != UV_EAGAIN) break;
+    if ((rc = uvt__stream_claim(stream, pos, how)) != UV_EAGAIN) break;
     /* Counted, then a fence, then the last look at head: the loop moves
      * head, fences, then reads waiters, so either it sees us or we see
      * head moved (and it wakes us under the mutex we hold until we wait). */
@@ -794,7 +989,7 @@ static int uvt__stream_wait_claim(uvt__stream_t* stream, uint64_t timeout_ms, in
       if (now >= deadline ||
           uv_cond_timedwait(&stream->space, &stream->mutex, deadline - now) == UV_ETIMEDOUT) {
         uvt__fetch_sub_seq_cst(&stream->waiters, 1u);
-        if ((rc = uvt__stream_claim(stream, pos, post)) != UV_EAGAIN) break;
+        if ((rc = uvt__stream_claim(stream, pos, how)) != UV_EAGAIN) break;
         if (uvt__stream_refusing(stream)) continue;
         rc = full_err;
         break;
@@ -813,7 +1008,7 @@ static int uvt__stream_wait_claim(uvt__stream_t* stream, uint64_t timeout_ms, in
 int uvt__stream_put(uvt__stream_t* stream, void* item, uint64_t timeout_ms, int full_err,
                     int refuse_loop) {
   uint64_t pos;
-  int post;
+  int how;
   int rc;
   int joined;
   uintptr_t tag;
@@ -825,8 +1020,8 @@ int uvt__stream_put(uvt__stream_t* stream, void* item, uint64_t timeout_ms, int 
   if (tag != UVT__TAG(stream, UVT__KIND_STREAM)) return UV_EINVAL;
 
   /* With room, a claim is all it takes (top of the file). */
-  rc = uvt__stream_claim(stream, &pos, &post);
-  if (rc == 0) return uvt__stream_fill(stream, pos, post, item, refuse_loop);
+  rc = uvt__stream_claim(stream, &pos, &how);
+  if (rc == 0) return uvt__stream_fill(stream, pos, how, item, refuse_loop);
   if (rc != UV_EAGAIN) return rc;
   if (timeout_ms == 0 && !refuse_loop) return full_err;
 
@@ -842,10 +1037,10 @@ int uvt__stream_put(uvt__stream_t* stream, void* item, uint64_t timeout_ms, int 
   else {
     UVT__TEST_POINT("stream.put.spin", stream); /* the stream may end here */
     UVT__SPIN_WHILE(uvt__stream_full(stream), UVT__PUT_SPIN_NS);
-    rc = uvt__stream_claim(stream, &pos, &post);
-    if (rc == UV_EAGAIN) rc = uvt__stream_wait_claim(stream, timeout_ms, full_err, &pos, &post);
+    rc = uvt__stream_claim(stream, &pos, &how);
+    if (rc == UV_EAGAIN) rc = uvt__stream_wait_claim(stream, timeout_ms, full_err, &pos, &how);
   }
-  if (rc == 0) rc = uvt__stream_fill(stream, pos, post, item, refuse_loop);
+  if (rc == 0) rc = uvt__stream_fill(stream, pos, how, item, refuse_loop);
   if (!joined) uvt__stream_leave(stream);
   return rc;
 }
@@ -897,7 +1092,7 @@ int uvt__stream_pause(uvt__stream_t* stream, int pause) {
 }
 
 int uvt__stream_stop(uvt__stream_t* stream, uvt_drop_cb drop) {
-  uint64_t end;
+  uint64_t c, end;
   /* Stopped from inside the callback: what it was given is delivered. */
   uvt__stream_commit(stream);
   uv_mutex_lock(&stream->mutex);
@@ -908,18 +1103,17 @@ int uvt__stream_stop(uvt__stream_t* stream, uvt_drop_cb drop) {
   stream->lflags |= UVT__STREAM_STOPPED;
   /* Relaxed: what was claimed up to now is dropped below (its slots'
    * lap bytes order the items); later claims fail. */
-  end = uvt__fetch_or_relaxed(&stream->claim, UVT__CLAIM_REFUSING) & UVT__CLAIM_POS;
+  c = uvt__fetch_or_relaxed(&stream->claim, UVT__CLAIM_REFUSING);
+  end = c & UVT__CLAIM_POS;
   if (uvt__load_relaxed(&stream->waiters) > 0) uv_cond_broadcast(&stream->space);
   uv_mutex_unlock(&stream->mutex);
-  if (uvt__load_relaxed(&stream->sole)) {
-    /* The sole producer claims without a CAS that could fail: after the
-     * heavy barrier, a claim that has not read REFUSING yet will, and one
-     * that has is marked putting (top of the file). Wait for that one to
-     * publish: a few instructions, unless it was descheduled. Acquire:
-     * pairs with the release that ends the claim, so its tail is seen. */
-    uvt__heavy_barrier();
-    while (uvt__load_acquire(&stream->putting)) uvt__thread_yield();
-    end = uvt__load_acquire(&stream->tail);
+  if (c & (UVT__CLAIM_SOLE | UVT__CLAIM_LOCKED)) {
+    /* The sole producer claims without a CAS that could fail: take SOLE
+     * back, which waits for a claim that passed its check (top of the
+     * file); then POS is exact, and later claims fail. Relaxed: the
+     * unbias's own RMW on claim ordered it. */
+    uvt__stream_unbias(stream);
+    end = uvt__load_relaxed(&stream->claim) & UVT__CLAIM_POS;
   }
 
   /* Drop outside the lock, so that drop may call back into the library. */

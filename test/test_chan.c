@@ -485,7 +485,117 @@ static void test_errors(void) {
   teardown(&loop, &b, pool);
 }
 
+/* A lone producer's claims become plain stores after 65536 in a row (the
+ * channel is biased towards it: src/stream.c); another producer's put
+ * takes that back. Stress for the handover (run under TSan in CI): three
+ * producers take turns to flood the channel, while the other two put a
+ * few items now and then, so the role moves and is taken back during
+ * floods; in the last round the loop stops the channel in the middle of
+ * the flood. Each producer's items arrive in order, and every accepted
+ * item is delivered or dropped. */
+enum { CHURN_PRODUCERS = 3, CHURN_ROUNDS = 4, CHURN_FLOOD = 70000 };
+
+typedef struct {
+  long progress; /* atomic: the round's lead's items so far */
+  int lead_done; /* atomic: its flood ended */
+} churn_round_t;
+
+typedef struct {
+  sink_t* sink;
+  uv_barrier_t* rounds;
+  churn_round_t* round;
+  int who;
+  int seq;
+} churner_t;
+
+static long churn_stop_at;
+static void churn_cb(uvt_chan_t* ch, int status, void* item) {
+  sink_t* s = (sink_t*)ch;
+  sink_cb(ch, status, item);
+  if (item != NULL && s->delivered == churn_stop_at) {
+    drops = 0;
+    ASSERT_OK(uvt_chan_stop(ch, drop_counter));
+    s->dropped = drops;
+  }
+}
+
+/* 0, or UV_EPIPE once the stop came. */
+static int churn_put(churner_t* c) {
+  int rc = uvt_chan_put(&c->sink->ch, (void*)encode(c->who, c->seq + 1));
+  if (rc == UV_EPIPE) return rc;
+  ASSERT_OK(rc);
+  c->seq++;
+  __atomic_add_fetch(&c->sink->accepted, 1, __ATOMIC_RELAXED);
+  return 0;
+}
+
+/* The lead floods; the others put two items at a time while it floods,
+ * once it may own the channel (past 65536 items) and, in the last round,
+ * early on (the stop comes in the middle). */
+static void churn_main(void* arg) {
+  churner_t* c = arg;
+  churn_round_t* r = c->round;
+  int round, i, k;
+  for (round = 0; round < CHURN_ROUNDS; round++) {
+    if (round % CHURN_PRODUCERS == c->who) {
+      for (i = 0; i < CHURN_FLOOD && churn_put(c) == 0; i++)
+        __atomic_store_n(&r->progress, (long)i + 1, __ATOMIC_RELAXED);
+      __atomic_store_n(&r->lead_done, 1, __ATOMIC_RELEASE);
+    } else {
+      long first = round == CHURN_ROUNDS - 1 ? 1000 : 66500;
+      for (k = 0; k < 3; k++) {
+        long mark = first + 1000 * k + 300 * c->who;
+        while (__atomic_load_n(&r->progress, __ATOMIC_RELAXED) < mark &&
+               !__atomic_load_n(&r->lead_done, __ATOMIC_ACQUIRE))
+          uv_sleep(0);
+        if (churn_put(c) != 0 || churn_put(c) != 0) break;
+      }
+    }
+    /* The next round starts afresh once all three are here. */
+    if (uv_barrier_wait(c->rounds) > 0) {
+      __atomic_store_n(&r->progress, 0L, __ATOMIC_RELAXED);
+      __atomic_store_n(&r->lead_done, 0, __ATOMIC_RELEASE);
+    }
+    uv_barrier_wait(c->rounds);
+  }
+}
+
+static void test_bias_churn(void) {
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  uvt_pool_t* pool;
+  sink_t s;
+  churner_t c[CHURN_PRODUCERS];
+  uv_thread_t t[CHURN_PRODUCERS];
+  uv_barrier_t rounds;
+  churn_round_t round = {0, 0};
+  int i;
+  setup(&loop, &b, &pool);
+  sink_init(&s);
+  /* In the middle of the last round's flood. */
+  churn_stop_at = (long)(CHURN_ROUNDS - 1) * CHURN_FLOOD + CHURN_FLOOD / 2;
+  ASSERT_OK(uvt_chan_init(&b, &s.ch, 256, churn_cb));
+  ASSERT_OK(uv_barrier_init(&rounds, CHURN_PRODUCERS));
+  for (i = 0; i < CHURN_PRODUCERS; i++) {
+    c[i].sink = &s;
+    c[i].rounds = &rounds;
+    c[i].round = &round;
+    c[i].who = i;
+    c[i].seq = 0;
+    ASSERT_OK(uv_thread_create(&t[i], churn_main, &c[i]));
+  }
+  while (s.finals == 0) ASSERT_GE(uv_run(&loop, UV_RUN_ONCE), 0);
+  for (i = 0; i < CHURN_PRODUCERS; i++) ASSERT_OK(uv_thread_join(&t[i]));
+  uv_barrier_destroy(&rounds);
+  ASSERT_ERR(s.final_status, UV_ECANCELED);
+  ASSERT(s.in_order);
+  ASSERT_EQ(s.delivered, churn_stop_at);
+  ASSERT_EQ(s.accepted, (long)s.delivered + s.dropped);
+  for (i = 0; i < CHURN_PRODUCERS; i++) ASSERT_GE(c[i].seq, 1);
+  teardown(&loop, &b, pool);
+}
+
 TEST_MAIN(TEST(test_maxsize2_ten_then_close), TEST(test_late_producer), TEST(test_stop_races_producers),
           TEST(test_put_after_close), TEST(test_full_timeouts), TEST(test_many_producers),
           TEST(test_stop_blocked), TEST(test_stop_in_callback), TEST(test_bridge_close),
-          TEST(test_errors))
+          TEST(test_errors), TEST(test_bias_churn))

@@ -1509,6 +1509,322 @@ static void iter_sole_producer(void) {
   iter_fast_then_trickle();
 }
 
+/* ==== 13. A channel's lone producer claims without a CAS ===================
+ *
+ * A thread that makes UVT__BIAS_AFTER (65536) claims on a channel in a row,
+ * with no other producer's between them, becomes its owner: its claims are
+ * plain stores, as a generator's are (finding 12). Taking that back (a
+ * second producer's first put, a stop, the end of the stream) must wait
+ * for the owner's claim in progress. The owner is stalled at
+ * "stream.claim.sole" (it passed its checks; its item is not in tail yet)
+ * while
+ * - a second producer puts: its put waits, and its item comes after the
+ *   owner's (without the wait it claims the owner's slot: an item is lost);
+ * - another thread closes the channel: the final callback waits, and the
+ *   owner's item is delivered before it (without the wait the end comes
+ *   while the owner is inside, and its item is lost);
+ * - the loop stops the channel: the stop waits and drops the item before
+ *   it returns.
+ * And the role passes to another thread only once the last owner has seen
+ * it taken back (a thread that read "I own it" may still be about to
+ * claim): lone_handover. */
+
+#define LONE_FLOOD 70000 /* more than UVT__BIAS_AFTER claims in a row */
+
+static int bias_count, unbias_count; /* atomic: counted by lone_hook */
+static void lone_hook(const char* point, const void* obj) {
+  (void)obj;
+  if (strcmp(point, "stream.bias") == 0) __atomic_fetch_add(&bias_count, 1, __ATOMIC_ACQ_REL);
+  if (strcmp(point, "stream.unbias") == 0) __atomic_fetch_add(&unbias_count, 1, __ATOMIC_ACQ_REL);
+}
+
+/* Whether *count reached at least want within ms. */
+static int count_reaches(int* count, int want, unsigned ms) {
+  uint64_t deadline = uv_hrtime() + (uint64_t)ms * 1000000u;
+  while (LOAD(count) < want) {
+    if (uv_hrtime() >= deadline) return 0;
+    uv_sleep(1);
+  }
+  return 1;
+}
+
+/* Items: the producer in bit 0 (A = 0, B = 1), its own count above. */
+#define LONE_ITEM(who, i) ((void*)(((intptr_t)(i) << 1) | (who)))
+#define LONE_X LONE_ITEM(0, LONE_FLOOD + 1) /* the owner's stalled item */
+
+enum { LONE_SECOND_PRODUCER, LONE_CLOSE, LONE_STOP };
+
+typedef struct {
+  uvt_chan_t ch; /* first: the callbacks cast back */
+  uvt_bridge_t* bridge;
+  int mode;
+  uv_thread_t a, b, controller;
+  event_t a_flooded, a_go;
+  intptr_t next[2];    /* loop: each producer's item expected next */
+  intptr_t delivered;  /* loop: items delivered, both producers */
+  intptr_t x_at, y_at; /* loop: when X and B's first item came (1-based) */
+  intptr_t dropped, x_dropped;
+  int a_rc, a_rc2, b_rc;
+  int b_returned, stop_returned, finals; /* atomic */
+  int final_status;
+  int waited; /* the controller saw the other side waiting for the owner */
+} lone_t;
+
+static void lone_cb(uvt_chan_t* ch, int status, void* item) {
+  lone_t* l = (lone_t*)ch;
+  if (item != NULL) {
+    intptr_t v = (intptr_t)item;
+    int who = (int)(v & 1);
+    ASSERT_EQ(v >> 1, l->next[who]); /* each producer's order; nothing lost or twice */
+    l->next[who]++;
+    l->delivered++;
+    if (item == LONE_X) l->x_at = l->delivered;
+    if (item == LONE_ITEM(1, 1)) l->y_at = l->delivered;
+    return;
+  }
+  ASSERT_EQ(stall_holding(), 0); /* no owner inside its claim: the end waited for it */
+  l->final_status = status;
+  STORE(&l->finals, LOAD(&l->finals) + 1);
+  ASSERT_OK(uvt_bridge_close(l->bridge, on_closed));
+}
+
+static lone_t* lone_dropping;
+static void lone_drop(void* item) {
+  lone_t* l = lone_dropping;
+  intptr_t v = (intptr_t)item;
+  ASSERT_EQ(v & 1, 0);
+  ASSERT_EQ(v >> 1, l->next[0]); /* A's items go on in order here */
+  l->next[0]++;
+  l->dropped++;
+  if (item == LONE_X) l->x_dropped++;
+}
+
+/* The loop thread, through uvt_call: the stop waits for the owner. */
+static void lone_stop_call(void* arg) {
+  lone_t* l = arg;
+  lone_dropping = l;
+  ASSERT_OK(uvt_chan_stop(&l->ch, lone_drop));
+  STORE(&l->stop_returned, 1);
+  ASSERT_EQ(l->x_dropped, 1); /* before the stop returned */
+}
+
+/* A: the flood that makes it the owner; then, told to, X (stalled in its
+ * claim) and, for the stop, one more that must be refused. */
+static void lone_a(void* arg) {
+  lone_t* l = arg;
+  intptr_t i;
+  for (i = 1; i <= LONE_FLOOD; i++) ASSERT_OK(uvt_chan_put(&l->ch, LONE_ITEM(0, i)));
+  event_set(&l->a_flooded);
+  ASSERT(event_wait(&l->a_go, WAIT_MS));
+  l->a_rc = uvt_chan_put(&l->ch, LONE_X);
+  if (l->mode == LONE_STOP) l->a_rc2 = uvt_chan_put(&l->ch, LONE_ITEM(0, LONE_FLOOD + 2));
+}
+
+static void lone_b(void* arg) {
+  lone_t* l = arg;
+  l->b_rc = uvt_chan_put(&l->ch, LONE_ITEM(1, 1));
+  STORE(&l->b_returned, 1);
+}
+
+static void lone_controller(void* arg) {
+  lone_t* l = arg;
+  ASSERT(event_wait(&l->a_flooded, WAIT_MS * 4));
+  ASSERT_EQ(LOAD(&bias_count), 1); /* A owns the channel */
+  ASSERT_EQ(LOAD(&unbias_count), 0);
+  stall_arm("stream.claim.sole", NULL, &l->a, STALL_MS * 4);
+  event_set(&l->a_go);
+  ASSERT(stall_wait(UNTIL_ARRIVED, WAIT_MS));
+  if (l->mode == LONE_SECOND_PRODUCER) ASSERT_OK(uv_thread_create(&l->b, lone_b, l));
+  if (l->mode == LONE_CLOSE) ASSERT_OK(uvt_chan_close(&l->ch)); /* X passed its check: it is in */
+  if (l->mode == LONE_STOP) ASSERT_OK(uvt_call(l->bridge, lone_stop_call, l));
+  /* The other side began to take the role back; give it time to be wrong. */
+  ASSERT(count_reaches(&unbias_count, 1, WAIT_MS));
+  uv_sleep(50);
+  if (l->mode == LONE_SECOND_PRODUCER) l->waited = !LOAD(&l->b_returned);
+  if (l->mode == LONE_CLOSE) l->waited = !LOAD(&l->finals);
+  if (l->mode == LONE_STOP) l->waited = !LOAD(&l->stop_returned);
+  l->waited = l->waited && stall_holding();
+  stall_release();
+  ASSERT_OK(uv_thread_join(&l->a));
+  if (l->mode == LONE_SECOND_PRODUCER) {
+    ASSERT_OK(uv_thread_join(&l->b));
+    ASSERT_OK(uvt_chan_close(&l->ch));
+  }
+}
+
+static void lone_run(int mode) {
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  lone_t l;
+  if (!sole_claims_without_cas()) {
+    printf("(no membarrier here: channel producers always claim with a CAS)\n");
+    return;
+  }
+  hooks_reset();
+  custom_hook = lone_hook;
+  STORE(&bias_count, 0);
+  STORE(&unbias_count, 0);
+  memset(&l, 0, sizeof(l));
+  l.mode = mode;
+  l.bridge = &b;
+  l.next[0] = l.next[1] = 1;
+  l.a_rc = l.a_rc2 = l.b_rc = 1;
+  event_init(&l.a_flooded);
+  event_init(&l.a_go);
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &b, NULL));
+  ASSERT_OK(uvt_chan_init(&b, &l.ch, 1024, lone_cb));
+  ASSERT_OK(uv_thread_create(&l.a, lone_a, &l));
+  ASSERT_OK(uv_thread_create(&l.controller, lone_controller, &l));
+  closed_count = 0;
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_OK(uv_thread_join(&l.controller));
+  ASSERT_EQ(l.waited, 1);
+  ASSERT_EQ(l.a_rc, 0); /* X was taken */
+  ASSERT_EQ(LOAD(&bias_count), 1);
+  ASSERT_EQ(LOAD(&unbias_count), 1);
+  ASSERT_EQ(LOAD(&l.finals), 1);
+  ASSERT_EQ(closed_count, 1);
+  if (mode == LONE_STOP) {
+    ASSERT_ERR(l.a_rc2, UV_EPIPE);
+    ASSERT_EQ(l.x_dropped, 1);
+    ASSERT_EQ(l.x_at, 0); /* dropped, never delivered */
+    ASSERT_EQ(l.delivered + l.dropped, LONE_FLOOD + 1);
+    ASSERT_ERR(l.final_status, UV_ECANCELED);
+  } else {
+    ASSERT_EQ(l.x_at > 0, 1);
+    ASSERT_EQ(l.delivered, LONE_FLOOD + 1 + (mode == LONE_SECOND_PRODUCER));
+    if (mode == LONE_SECOND_PRODUCER) {
+      ASSERT_EQ(l.b_rc, 0);
+      ASSERT_EQ(l.y_at > l.x_at, 1); /* B claimed after the owner's item */
+    }
+    ASSERT_ERR(l.final_status, UV_EOF);
+  }
+  ASSERT_OK(uv_loop_close(&loop));
+  event_destroy(&l.a_flooded);
+  event_destroy(&l.a_go);
+}
+
+static void chan_owner_vs_second_producer(void) { lone_run(LONE_SECOND_PRODUCER); }
+static void chan_owner_vs_close(void) { lone_run(LONE_CLOSE); }
+static void chan_owner_vs_stop(void) { lone_run(LONE_STOP); }
+
+/* Two producer threads that put when told (a count), in order of their own. */
+typedef struct {
+  uvt_chan_t* ch;
+  int who;
+  intptr_t next;
+  intptr_t count; /* the next order; -1: return */
+  uv_sem_t go, done;
+  uv_thread_t thread;
+} runner_t;
+
+static void runner_main(void* arg) {
+  runner_t* r = arg;
+  for (;;) {
+    intptr_t i;
+    uv_sem_wait(&r->go);
+    if (r->count < 0) return;
+    for (i = 0; i < r->count; i++) ASSERT_OK(uvt_chan_put(r->ch, LONE_ITEM(r->who, r->next++)));
+    uv_sem_post(&r->done);
+  }
+}
+
+static void runner_order(runner_t* r, intptr_t count) {
+  r->count = count;
+  uv_sem_post(&r->go);
+  if (count >= 0) uv_sem_wait(&r->done);
+}
+
+typedef struct {
+  lone_t l;
+  runner_t a, b;
+  int biases[5], unbiases[5]; /* after each step */
+} handover_t;
+
+static void handover_controller(void* arg) {
+  handover_t* h = arg;
+  int step = 0;
+#define HANDOVER_STEP(runner, count)                       \
+  do {                                                     \
+    runner_order((runner), (count));                       \
+    h->biases[step] = LOAD(&bias_count);                   \
+    h->unbiases[step] = LOAD(&unbias_count);               \
+    step++;                                                \
+  } while (0)
+  HANDOVER_STEP(&h->a, LONE_FLOOD); /* A becomes the owner */
+  HANDOVER_STEP(&h->b, LONE_FLOOD); /* B takes it back, but A has not seen that: B may not own */
+  HANDOVER_STEP(&h->a, 1);          /* A sees it was taken back and gives the role up */
+  HANDOVER_STEP(&h->b, LONE_FLOOD); /* now B becomes the owner */
+  HANDOVER_STEP(&h->a, 1);          /* and A takes it back */
+#undef HANDOVER_STEP
+  runner_order(&h->a, -1);
+  runner_order(&h->b, -1);
+  ASSERT_OK(uv_thread_join(&h->a.thread));
+  ASSERT_OK(uv_thread_join(&h->b.thread));
+  ASSERT_OK(uvt_chan_close(&h->l.ch));
+}
+
+static void runner_start(runner_t* r, uvt_chan_t* ch, int who) {
+  r->ch = ch;
+  r->who = who;
+  r->next = 1;
+  ASSERT_OK(uv_sem_init(&r->go, 0));
+  ASSERT_OK(uv_sem_init(&r->done, 0));
+  ASSERT_OK(uv_thread_create(&r->thread, runner_main, r));
+}
+
+static void chan_bias_handover(void) {
+  static const int biases[5] = {1, 1, 1, 2, 2}, unbiases[5] = {0, 1, 1, 1, 2};
+  uv_loop_t loop;
+  uvt_bridge_t b;
+  handover_t h;
+  int i;
+  if (!sole_claims_without_cas()) {
+    printf("(no membarrier here: channel producers always claim with a CAS)\n");
+    return;
+  }
+  hooks_reset();
+  custom_hook = lone_hook;
+  STORE(&bias_count, 0);
+  STORE(&unbias_count, 0);
+  memset(&h, 0, sizeof(h));
+  h.l.bridge = &b;
+  h.l.next[0] = h.l.next[1] = 1;
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &b, NULL));
+  ASSERT_OK(uvt_chan_init(&b, &h.l.ch, 1024, lone_cb));
+  runner_start(&h.a, &h.l.ch, 0);
+  runner_start(&h.b, &h.l.ch, 1);
+  ASSERT_OK(uv_thread_create(&h.l.controller, handover_controller, &h));
+  closed_count = 0;
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_OK(uv_thread_join(&h.l.controller));
+  for (i = 0; i < 5; i++) {
+    ASSERT_EQ(h.biases[i], biases[i]);
+    ASSERT_EQ(h.unbiases[i], unbiases[i]);
+  }
+  ASSERT_EQ(h.l.delivered, 3 * LONE_FLOOD + 2);
+  ASSERT_EQ(h.l.next[0], LONE_FLOOD + 3);
+  ASSERT_EQ(h.l.next[1], 2 * LONE_FLOOD + 1);
+  ASSERT_EQ(LOAD(&h.l.finals), 1);
+  ASSERT_ERR(h.l.final_status, UV_EOF);
+  ASSERT_EQ(closed_count, 1);
+  ASSERT_OK(uv_loop_close(&loop));
+  for (i = 0; i < 2; i++) {
+    runner_t* r = i == 0 ? &h.a : &h.b;
+    uv_sem_destroy(&r->go);
+    uv_sem_destroy(&r->done);
+  }
+}
+
+static void chan_lone_producer(void) {
+  chan_owner_vs_second_producer();
+  chan_owner_vs_close();
+  chan_owner_vs_stop();
+  chan_bias_handover();
+}
+
 #define FINDING(fn) {#fn, fn, 0}
 #define SUBCASE(fn) {#fn, fn, 1}
 
@@ -1542,6 +1858,11 @@ int main(int argc, char** argv) {
       FINDING(iter_sole_producer),
       SUBCASE(iter_stop_vs_sole_put),
       SUBCASE(iter_fast_then_trickle),
+      FINDING(chan_lone_producer),
+      SUBCASE(chan_owner_vs_second_producer),
+      SUBCASE(chan_owner_vs_close),
+      SUBCASE(chan_owner_vs_stop),
+      SUBCASE(chan_bias_handover),
   };
   size_t i, ran = 0;
   setvbuf(stdout, NULL, _IONBF, 0);
