@@ -143,10 +143,12 @@ typedef struct uvt__inflight_s {
 } uvt__inflight_t;
 
 /* The bounded buffer between producer threads and the loop, shared by
- * iterators and channels (src/stream.c). Grouped by who writes: what every
- * put reads is written only at open, and the producers' and the loop's
- * words are kept apart by padding (the struct is caller-allocated, so no
- * alignment). */
+ * iterators and channels (src/stream.c). Grouped by who writes, apart by
+ * padding (the struct is caller-allocated, so no alignment): what every
+ * put reads is written only at open; then state changes, blocked
+ * producers, and the loop once a visit; then what producers write for
+ * every item; then head, which producers waiting for room read; then what
+ * the loop writes for every item. */
 typedef struct uvt__stream_s {
   /* Apart from what the caller keeps before the stream (a loop's locals,
    * a counter its callback writes). */
@@ -161,11 +163,13 @@ typedef struct uvt__stream_s {
   int joined;       /* one producer, which the end waits for */
   int may_bias;     /* a lone producer may claim without a CAS */
   struct uvt__bridge_impl_s* impl;
-  /* Written on state changes and by blocked producers. */
+  char uvt__pad1[64];
   uv_mutex_t mutex; /* state changes; blocked producers */
   uv_cond_t space;  /* blocked producers wait here */
   unsigned waiters; /* atomic: producers spinning or asleep for space */
   unsigned flags;   /* producer-side state, guarded by mutex */
+  unsigned lflags;  /* loop-side state: written by the loop under mutex */
+  int hold;         /* loop thread: why it holds the scheduled bit (stream.c) */
   unsigned gate;    /* producers inside, and the open bit (stream.c) */
   int status;       /* the producer's own end (iterators: the generator's result) */
   void* ctx;
@@ -173,12 +177,13 @@ typedef struct uvt__stream_s {
    * owner's part of a bridge close (may be NULL). */
   void (*deliver)(struct uvt__stream_s* stream, int status, void* item);
   void (*closing)(struct uvt__stream_s* stream);
+  uvt__poll_t poll; /* its message */
   uvt__inflight_t inflight;
   /* Producer side: positions claimed and the mode bits (atomic), the sole
    * producer's position, whether it is inside a claim and who it is
    * (atomic), head as last seen, and the thread that claimed last and how
    * many times in a row (atomic hints). */
-  char uvt__pad1[64];
+  char uvt__pad2[64];
   uint64_t claim;
   uint64_t tail;
   unsigned putting;
@@ -186,19 +191,14 @@ typedef struct uvt__stream_s {
   uintptr_t owner;
   uintptr_t last_producer;
   uint64_t seen_head;
-  /* Loop side: items passed to the callback and committed (atomic), which
-   * producers waiting for room read; then, apart from it, what the loop
-   * writes for every item: items of the current batch passed but not
-   * committed, items delivered since the last heavy barrier, its state,
-   * its message. */
-  char uvt__pad2[64];
-  uint64_t head;
+  /* Loop side: items passed to the callback and committed (atomic); then
+   * items of the current batch passed but not committed, and items
+   * delivered since the last heavy barrier. */
   char uvt__pad3[64];
+  uint64_t head;
+  char uvt__pad4[64];
   size_t taken;
   uint64_t since_barrier;
-  unsigned lflags;  /* loop-side state: written by the loop under mutex */
-  int hold;         /* loop thread: why it holds the scheduled bit (stream.c) */
-  uvt__poll_t poll; /* its message */
 } uvt__stream_t;
 
 /* ---- Pool: the custom thread pool (any thread) --------------------------- */
@@ -312,7 +312,12 @@ struct uvt_bridge_s {
  * has delivered 65536 items since its last membarrier(2) call (Linux)
  * spares its generator's puts any locked instruction during its next
  * flood; when that flood ends the loop thread makes one such call (about
- * 1 us, up to 50 us on some VMs): at most one per 65536 items. */
+ * 1 us, up to 50 us on some VMs): at most one per 65536 items. A channel
+ * producer that put 65536 items in a row, with no other producer's in
+ * between, claims without a locked instruction from then on (as a
+ * generator does); the next put of another producer takes that back with
+ * one membarrier(2) call on its own thread, and so do a stop and the
+ * channel's end on the loop thread: at most one call per 65536 items. */
 UVT_EXTERN int uvt_bridge_init(uv_loop_t* loop, uvt_bridge_t* bridge, uvt_pool_t* pool);
 
 /* Starts closing: new submissions return UV_EPIPE, queued work completes with
@@ -575,8 +580,11 @@ UVT_EXTERN int uvt_chan_resume(uvt_chan_t* ch);
 
 /* Loop thread. Abort: blocked and later putters get UV_EPIPE, buffered items
  * go to drop (may be NULL) before this returns, then cb(ch, UV_ECANCELED,
- * NULL) once every blocked put has returned. UV_EINVAL: NULL, already
- * stopped or finished, not the loop thread. */
+ * NULL) once every blocked put has returned. When a lone producer put the
+ * last 65536 items (uvt_bridge_init), this makes one membarrier(2) call
+ * and waits for its put in progress to publish the item, which it then
+ * drops. UV_EINVAL: NULL, already stopped or finished, not the loop
+ * thread. */
 UVT_EXTERN int uvt_chan_stop(uvt_chan_t* ch, uvt_drop_cb drop);
 
 /* Loop thread. As uvt_iter_ref/uvt_iter_unref, for a channel: an unref'd

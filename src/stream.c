@@ -138,8 +138,8 @@ enum { UVT__CLAIMED = 0, UVT__CLAIMED_POST = 1, UVT__CLAIMED_SOLE = 2 };
  * expedited): when it returns, every thread of the process has passed a
  * full memory barrier, or will before it runs again. The sole producer's
  * side is a compiler barrier. Without it (other systems, a kernel or a
- * sandbox that refuses the call, valgrind) a generator claims with a CAS
- * like a channel's producers. */
+ * sandbox that refuses the call; valgrind offers it) every producer claims
+ * with a CAS. */
 #if defined(__linux__) && defined(__NR_membarrier)
 static int uvt__heavy_barrier_registered;
 static uv_once_t uvt__heavy_barrier_once = UV_ONCE_INIT;
