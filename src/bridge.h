@@ -37,6 +37,7 @@ typedef struct uvt__bridge_impl_s {
   uvt__heap_node_t* timed; /* the heap of uvt__timed_t, nearest first */
   int handles_open;     /* async, prepare, nudge, first, deadlines, until all are closed */
   uvt_bridge_t* bridge;
+  uv_thread_t loop_thread; /* atomic: read by any thread; stored when it changes */
   uvt__msg_t* ready_head;  /* loop-local FIFO of messages to deliver */
   uvt__msg_t* ready_tail;
   uvt__msg_t* polled;      /* loop-local: uvt__poll_t messages delivered again next iteration */
@@ -51,10 +52,6 @@ typedef struct uvt__bridge_impl_s {
   uvt__producer_t producer; /* how this loop submits to the pool */
   int finishing;
   uvt_close_cb close_cb;
-  /* Read by producers on every put that may block: on a line of its own
-   * that the loop writes only when it moves to another thread. */
-  _Alignas(UVT__CACHE_LINE) uv_thread_t loop_thread; /* atomic: read by any thread */
-  char pad_after_loop_thread[UVT__CACHE_LINE - sizeof(uv_thread_t)];
 
   uv_mutex_t records_mutex; /* guards the record lists */
   uvt__record_t* records_free_head; /* recycled oldest first */
