@@ -143,35 +143,25 @@ typedef struct uvt__inflight_s {
 } uvt__inflight_t;
 
 /* The bounded buffer between producer threads and the loop, shared by
- * iterators and channels (src/stream.c). Grouped by who writes, apart by
- * padding (the struct is caller-allocated, so no alignment): what every
- * put reads is written only at open; then state changes, blocked
- * producers, and the loop once a visit; then what producers write for
- * every item; then head, which producers waiting for room read; then what
- * the loop writes for every item. */
+ * iterators and channels (src/stream.c). Producer- and loop-written words
+ * are kept apart by padding (the struct is caller-allocated, so no
+ * alignment). */
 typedef struct uvt__stream_s {
-  /* Apart from what the caller keeps before the stream (a loop's locals,
-   * a counter its callback writes). */
-  char uvt__pad0[64];
-  /* Read by every put, written only at open (and the tag at the end). */
-  uintptr_t tag;
+  uv_mutex_t mutex; /* state changes; blocked producers */
+  uv_cond_t space;  /* blocked producers wait here */
   void** ring;      /* the items, in slots (a power of two of them) */
   unsigned char* laps; /* per slot: published for the lap it says (stream.c) */
   size_t cap;       /* max_size: the bound */
   size_t mask;      /* slots - 1 */
   unsigned shift;   /* log2(slots): a position's lap */
-  int joined;       /* one producer, which the end waits for */
-  int may_bias;     /* a lone producer may claim without a CAS */
-  struct uvt__bridge_impl_s* impl;
-  char uvt__pad1[64];
-  uv_mutex_t mutex; /* state changes; blocked producers */
-  uv_cond_t space;  /* blocked producers wait here */
   unsigned waiters; /* atomic: producers spinning or asleep for space */
   unsigned flags;   /* producer-side state, guarded by mutex */
   unsigned lflags;  /* loop-side state: written by the loop under mutex */
-  int hold;         /* loop thread: why it holds the scheduled bit (stream.c) */
-  unsigned gate;    /* producers inside, and the open bit (stream.c) */
   int status;       /* the producer's own end (iterators: the generator's result) */
+  int hold;         /* loop thread: why it holds the scheduled bit (stream.c) */
+  int joined;       /* one producer, which the end waits for (set at open) */
+  int may_bias;     /* a lone producer may claim without a CAS (set at open) */
+  struct uvt__bridge_impl_s* impl;
   void* ctx;
   /* The owner's hooks, loop thread: an item or the final status; the
    * owner's part of a bridge close (may be NULL). */
@@ -179,11 +169,13 @@ typedef struct uvt__stream_s {
   void (*closing)(struct uvt__stream_s* stream);
   uvt__poll_t poll; /* its message */
   uvt__inflight_t inflight;
+  unsigned gate; /* producers inside, and the open bit (stream.c) */
+  uintptr_t tag;
   /* Producer side: positions claimed and the mode bits (atomic), the sole
    * producer's position, whether it is inside a claim and who it is
    * (atomic), head as last seen, and the thread that claimed last and how
    * many times in a row (atomic hints). */
-  char uvt__pad2[64];
+  char uvt__pad1[64];
   uint64_t claim;
   uint64_t tail;
   unsigned putting;
@@ -191,12 +183,11 @@ typedef struct uvt__stream_s {
   uintptr_t owner;
   uintptr_t last_producer;
   uint64_t seen_head;
-  /* Loop side: items passed to the callback and committed (atomic); then
-   * items of the current batch passed but not committed, and items
-   * delivered since the last heavy barrier. */
-  char uvt__pad3[64];
+  /* Loop side: items passed to the callback and committed (atomic), items
+   * of the current batch passed but not committed, items delivered since
+   * the last heavy barrier. */
+  char uvt__pad2[64];
   uint64_t head;
-  char uvt__pad4[64];
   size_t taken;
   uint64_t since_barrier;
 } uvt__stream_t;
