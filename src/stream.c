@@ -315,11 +315,12 @@ static void uvt__stream_schedule_loop(uvt__stream_t* stream, uint64_t extra) {
  * the load of claim: the light side of that handshake (top of the file).
  * Relaxed: the heavy barrier orders them; the release that ends the claim
  * carries the item. */
-static int uvt__stream_claim_sole(uvt__stream_t* stream, size_t cap, uint64_t* pos) {
+static int uvt__stream_claim_sole(uvt__stream_t* stream, size_t cap, uint64_t* pos,
+                                  uint64_t* seen) {
   uint64_t c, p;
   uvt__store_relaxed(&stream->putting, 1u);
   __atomic_signal_fence(__ATOMIC_SEQ_CST);
-  c = uvt__load_relaxed(&stream->claim);
+  *seen = c = uvt__load_relaxed(&stream->claim);
   if ((c & (UVT__CLAIM_REFUSING | UVT__CLAIM_LOCKED | UVT__CLAIM_SOLE)) != UVT__CLAIM_SOLE) {
     /* Only the owner (or the generator) writes putting: an owner keeps
      * that role until it gives it up itself (uvt__stream_claim). */
@@ -384,18 +385,17 @@ static void uvt__stream_count_claim(uvt__stream_t* stream, uint64_t c) {
     return;
   }
   n = uvt__load_relaxed(&stream->streak) + 1;
-  if (n < UVT__BIAS_AFTER / UVT__BIAS_SAMPLE) {
-    uvt__store_relaxed(&stream->streak, n);
-    return;
-  }
-  uvt__store_relaxed(&stream->streak, 0u);
+  uvt__store_relaxed(&stream->streak, n);
+  if (n < UVT__BIAS_AFTER / UVT__BIAS_SAMPLE) return;
   /* Acquire on success: pairs with the release that last cleared LOCKED.
-   * Fails if anybody claimed or changed a bit since our claim: then
-   * later. */
-  if (!(c & (UVT__CLAIM_REFUSING | UVT__CLAIM_LOCKED | UVT__CLAIM_SOLE)) &&
-      __atomic_compare_exchange_n(&stream->claim, &c, c | UVT__CLAIM_LOCKED, 0, __ATOMIC_ACQUIRE,
-                                  __ATOMIC_RELAXED))
-    uvt__stream_bias(stream, c, me);
+   * Fails if anybody claimed or changed a bit since our claim (the loop
+   * lets go of SCHEDULED now and then): then at the next sample. */
+  if ((c & (UVT__CLAIM_REFUSING | UVT__CLAIM_LOCKED | UVT__CLAIM_SOLE)) ||
+      !__atomic_compare_exchange_n(&stream->claim, &c, c | UVT__CLAIM_LOCKED, 0, __ATOMIC_ACQUIRE,
+                                   __ATOMIC_RELAXED))
+    return;
+  uvt__store_relaxed(&stream->streak, 0u);
+  uvt__stream_bias(stream, c, me);
 }
 
 /* Takes SOLE back, so that every producer claims with the CAS again (a
@@ -445,29 +445,43 @@ static int uvt__stream_claim(uvt__stream_t* stream, uint64_t* pos, int* how) {
   size_t cap = uvt__load_relaxed(&stream->cap);
   int joined = uvt__load_relaxed(&stream->joined);
   for (;;) {
-    /* Acquire: the stream as opened (the release of claim in
-     * uvt__stream_open heads the release sequence of every change of it),
-     * and a SOLE's owner and tail (uvt__stream_bias). */
-    uint64_t c = uvt__load_acquire(&stream->claim);
-    uint64_t p = c & UVT__CLAIM_POS;
-    if (c & UVT__CLAIM_REFUSING) return UV_EPIPE;
-    if (c & UVT__CLAIM_LOCKED) {
-      uvt__thread_yield(); /* the mode changes: a heavy barrier, at most once per UVT__BIAS_AFTER */
-      continue;
-    }
-    if (c & UVT__CLAIM_SOLE) {
-      /* Relaxed: only this thread makes itself the owner or gives it up,
-       * so a thread that reads itself here is still the owner. */
-      if (joined || uvt__load_relaxed(&stream->owner) == uvt__producer_self()) {
-        int rc = uvt__stream_claim_sole(stream, cap, pos);
-        if (rc == UVT__CLAIM_RETRY) continue;
+    uint64_t c, p;
+    /* The sole producer (a generator where the heavy barrier exists, or a
+     * channel's owner) claims its own way, which checks the mode once it
+     * is marked inside; if SOLE is off, with the CAS below (where an owner
+     * gives the role up). Relaxed: only this thread makes itself the
+     * owner or gives that up, so a thread that reads itself is still the
+     * owner. */
+    if (joined ? uvt__load_relaxed(&stream->may_bias)
+               : uvt__load_relaxed(&stream->owner) != 0 &&
+                     uvt__load_relaxed(&stream->owner) == uvt__producer_self()) {
+      int rc = uvt__stream_claim_sole(stream, cap, pos, &c);
+      if (rc != UVT__CLAIM_RETRY) {
         *how = UVT__CLAIMED_SOLE;
         return rc;
       }
-      uvt__stream_unbias(stream); /* a second producer */
+      if (c & UVT__CLAIM_LOCKED) {
+        uvt__thread_yield(); /* the mode changes: a heavy barrier, at most once per UVT__BIAS_AFTER */
+        continue;
+      }
+    }
+    /* Acquire: the stream as opened (the release of claim in
+     * uvt__stream_open heads the release sequence of every change of it),
+     * and a SOLE's owner and tail (uvt__stream_bias). */
+    c = uvt__load_acquire(&stream->claim);
+    p = c & UVT__CLAIM_POS;
+    if (c & UVT__CLAIM_REFUSING) return UV_EPIPE;
+    if (c & UVT__CLAIM_LOCKED) {
+      uvt__thread_yield();
       continue;
     }
-    if (uvt__load_relaxed(&stream->owner) != 0 &&
+    if (c & UVT__CLAIM_SOLE) {
+      /* Another thread owns the stream (or it did when we looked above):
+       * take SOLE back. */
+      uvt__stream_unbias(stream);
+      continue;
+    }
+    if (!joined && uvt__load_relaxed(&stream->owner) != 0 &&
         uvt__load_relaxed(&stream->owner) == uvt__producer_self()) {
       /* SOLE was taken back from us: give the role up. Release: our last
        * store of putting happens before the next owner's. */
