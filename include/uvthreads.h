@@ -308,7 +308,12 @@ struct uvt_bridge_s {
  * between, claims without a locked instruction from then on (as a
  * generator does); the next put of another producer takes that back with
  * one membarrier(2) call on its own thread, and so do a stop and the
- * channel's end on the loop thread: at most one call per 65536 items. */
+ * channel's end on the loop thread: at most one call per 65536 items.
+ * These waits, and every other spin of the library (producers facing a
+ * full buffer, sync_await callers, idle pool threads), are replaced by one
+ * sched_yield() while the process is confined to one CPU (its affinity
+ * at the last uvt_bridge_init or uvt_pool_new: taskset, a cpuset, a
+ * one-CPU VM): there the thread waited for cannot run during a spin. */
 UVT_EXTERN int uvt_bridge_init(uv_loop_t* loop, uvt_bridge_t* bridge, uvt_pool_t* pool);
 
 /* Starts closing: new submissions return UV_EPIPE, queued work completes with

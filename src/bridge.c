@@ -390,8 +390,17 @@ static int uvt__bridge_polled_ready(uvt__bridge_impl_t* impl) {
  * or the time is up. The polled messages' hooks read lines that producers
  * write, so they are asked only every few rounds. */
 static int uvt__bridge_wait(uvt__bridge_impl_t* impl) {
-  uint64_t until = uv_hrtime() + UVT__LOOP_SPIN_NS;
+  uint64_t until;
   unsigned round;
+  if (!uvt__spin_pays()) {
+    /* One CPU: the thread that would answer runs only if we let it. */
+    UVT__TEST_POINT("spin.yield", impl);
+    uvt__thread_yield();
+    /* Relaxed, as below. */
+    return uvt__load_relaxed(UVT__INBOX(impl)) != UVT__DRAIN_MARKER ||
+           (impl->polled != NULL && uvt__bridge_polled_ready(impl));
+  }
+  until = uv_hrtime() + UVT__LOOP_SPIN_NS;
   for (round = 1;; round++) {
     /* Relaxed: a hint; the drain's exchange acquires what was pushed. */
     if (uvt__load_relaxed(UVT__INBOX(impl)) != UVT__DRAIN_MARKER) return 1;
@@ -537,6 +546,7 @@ int uvt_bridge_init(uv_loop_t* loop, uvt_bridge_t* bridge, uvt_pool_t* pool) {
   int rc;
   if (loop == NULL || bridge == NULL) return UV_EINVAL;
   if (uvt__bridge_get(bridge) != NULL) return UV_EBUSY;
+  uvt__spin_policy_update();
   if (pool == NULL) pool = uvt_pool_default();
   if (pool == NULL) return UV_ENOMEM;
 

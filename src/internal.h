@@ -180,15 +180,32 @@ static inline void uvt__at_fork_child(void (*fn)(void)) {
 #endif
 }
 
+/* Whether waiting threads may spin: not when the process is confined to
+ * one CPU, where the thread waited for cannot run meanwhile (spin.c).
+ * Updated at every uvt_bridge_init and uvt_pool_new. */
+extern int uvt__spin_pays_flag;
+void uvt__spin_policy_update(void);
+static inline int uvt__spin_pays(void) { return uvt__load_relaxed(&uvt__spin_pays_flag); }
+
 /* Spins while cond holds, for at most ns nanoseconds (the clock is read
  * every 64 rounds only). The one bounded-spin policy of the library: idle
  * workers, producers facing a full buffer and sync_await callers use it
  * before they sleep. With yield, the spinner also yields its CPU every 64
- * rounds (see uvt__spin_locked in pool.c for why). */
+ * rounds (see uvt__spin_locked in pool.c for why). Where spinning does
+ * not pay (uvt__spin_pays), a wait that cond says is still needed yields
+ * the CPU once instead: to the thread waited for, if it is runnable. */
 #define UVT__SPIN_WHILE_YIELDING(cond, ns, yield)                  \
   do {                                                             \
-    uint64_t uvt__spin_until = uv_hrtime() + (ns);                 \
+    uint64_t uvt__spin_until;                                      \
     unsigned uvt__spin_round;                                      \
+    if (!uvt__spin_pays()) {                                       \
+      if (cond) {                                                  \
+        UVT__TEST_POINT("spin.yield", NULL);                       \
+        uvt__thread_yield();                                       \
+      }                                                            \
+      break;                                                       \
+    }                                                              \
+    uvt__spin_until = uv_hrtime() + (ns);                          \
     for (uvt__spin_round = 1; (cond); uvt__spin_round++) {         \
       uvt__cpu_relax();                                            \
       if ((uvt__spin_round & 63) != 0) continue;                   \

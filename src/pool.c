@@ -665,6 +665,7 @@ static int uvt__pool_create(uvt_pool_t** out, const uvt_pool_options_t* opts, in
   int rc;
 
   if (out == NULL) return UV_EINVAL;
+  uvt__spin_policy_update();
   if (opts == NULL) {
     uvt_pool_options_init(&defaults);
     opts = &defaults;

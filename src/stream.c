@@ -705,7 +705,9 @@ static int uvt__stream_wait_chunk(uvt__stream_t* stream, uint64_t pos, unsigned 
   uint64_t target, now, limit;
   void* item;
   if (room < n) n = room;
-  if (n == 0) return 0;
+  /* On one CPU the producers cannot publish while we wait: the visit
+   * ends, and the loop's next iteration yields to them (bridge.c). */
+  if (n == 0 || !uvt__spin_pays()) return 0;
   target = pos + n - 1;
   uvt__stream_commit(stream);
   now = uv_hrtime();
@@ -741,6 +743,9 @@ static unsigned uvt__stream_deliver_msg(uvt__msg_t* msg, unsigned budget) {
    * while the rest of the batch is delivered (the bound stays exact: only
    * items already passed to the callback are released). */
   commit_every = stream->cap / 4 > 0 ? stream->cap / 4 : 1;
+  /* On one CPU producers cannot refill meanwhile: each commit would only
+   * wake them to fight over a quarter buffer (uvt__spin_pays). */
+  if (!uvt__spin_pays()) commit_every = stream->cap;
   stream->taken = 0;
   while (used < budget && uvt__stream_deliverable(stream)) {
     uint64_t pos = stream->head + stream->taken;
