@@ -311,9 +311,10 @@ struct uvt_bridge_s {
  * channel's end on the loop thread: at most one call per 65536 items.
  * These waits, and every other spin of the library (producers facing a
  * full buffer, sync_await callers, idle pool threads), are replaced by one
- * sched_yield() while the process is confined to one CPU (its affinity
- * at the last uvt_bridge_init or uvt_pool_new: taskset, a cpuset, a
- * one-CPU VM): there the thread waited for cannot run during a spin. */
+ * sched_yield() while the thread that last called uvt_bridge_init or
+ * uvt_pool_new may run on one CPU only (taskset, a cpuset, a one-CPU VM,
+ * or its own pinning, which the threads it starts inherit): there the
+ * thread waited for cannot run during a spin. */
 UVT_EXTERN int uvt_bridge_init(uv_loop_t* loop, uvt_bridge_t* bridge, uvt_pool_t* pool);
 
 /* Starts closing: new submissions return UV_EPIPE, queued work completes with

@@ -182,7 +182,8 @@ static inline void uvt__at_fork_child(void (*fn)(void)) {
 
 /* Whether waiting threads may spin: not when the process is confined to
  * one CPU, where the thread waited for cannot run meanwhile (spin.c).
- * Updated at every uvt_bridge_init and uvt_pool_new. */
+ * Updated at every uvt_bridge_init and uvt_pool_new, from the calling
+ * thread's affinity. */
 extern int uvt__spin_pays_flag;
 void uvt__spin_policy_update(void);
 static inline int uvt__spin_pays(void) { return uvt__load_relaxed(&uvt__spin_pays_flag); }

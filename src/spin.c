@@ -2,7 +2,10 @@
  * briefly before it sleeps only while the process may run two threads at
  * once. Confined to one CPU (taskset, a cpuset, a one-CPU VM or
  * container), the thread it waits for cannot run while it spins: every
- * spin is then replaced by one yield of the CPU. */
+ * spin is then replaced by one yield of the CPU. The calling thread's
+ * affinity is what counts: the library's threads are started from the
+ * loop thread or from the pool's, and inherit it; a process-wide mask
+ * would miss a loop thread pinned to one core together with its pool. */
 #include "internal.h"
 
 #if defined(__linux__)
