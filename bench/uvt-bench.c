@@ -61,19 +61,68 @@ static void close_bridge(uv_loop_t* loop, uvt_bridge_t* b) {
 
 /* ---- Reporting ----------------------------------------------------------- */
 
-static void report(const char* scenario, const char* unit, double ours, double base,
-                   const char* base_name, int higher_is_better) {
+static double host_probe_ns(long round_trips, int tries);
+#define FAST_MODE_NS 250 /* ping-pong round trips below this: the fast mode */
+
+/* The host's ping-pong when the current cell began (the previous cell's end
+ * or the run's start). The host can change mode within a run, so each cell
+ * says the mode it ran in: "fast" or "slow" if the probes at its start and
+ * its end agree, "mixed" if not. A change and a change back within one cell
+ * goes unseen. */
+static double cell_start_ns;
+static struct {
+  double start_ns, end_ns;
+  const char* mode;
+} cell;
+
+/* Probes the end of a measurement and names its mode. Cells that report
+ * more figures of the same measurement (percentiles) pass again = 1 and
+ * keep its mode. */
+static void cell_mode(int again) {
+  if (again) return;
+  cell.start_ns = cell_start_ns;
+  cell.end_ns = cell_start_ns = host_probe_ns(2000, 3);
+  if (cell.start_ns < FAST_MODE_NS && cell.end_ns < FAST_MODE_NS)
+    cell.mode = "fast";
+  else if (cell.start_ns >= FAST_MODE_NS && cell.end_ns >= FAST_MODE_NS)
+    cell.mode = "slow";
+  else
+    cell.mode = "mixed";
+}
+
+static void report_line(const char* scenario, const char* unit, double ours, double base,
+                        const char* base_name, int higher_is_better, int with_ratio, int again) {
   double ratio = higher_is_better ? ours / base : base / ours;
-  printf("%-26s %14.4g %14.4g  %-8s %6.2fx  (baseline: %s)\n", scenario, ours, base, unit, ratio,
-         base_name);
+  const char* mode;
+  cell_mode(again);
+  mode = cell.mode;
+  if (with_ratio)
+    printf("%-26s %14.4g %14.4g  %-8s %6.2fx  %-5s  (baseline: %s)\n", scenario, ours, base, unit,
+           ratio, mode, base_name);
+  else /* both near zero: the absolutes matter, not their ratio */
+    printf("%-26s %14.4g %14.4g  %-8s %7s  %-5s  (baseline: %s)\n", scenario, ours, base, unit, "",
+           mode, base_name);
   if (json != NULL) {
     fprintf(json,
             "%s\n  {\"scenario\": \"%s\", \"unit\": \"%s\", \"ours\": %.6g, \"baseline\": %.6g, "
-            "\"baseline_name\": \"%s\", \"speedup\": %.4f, \"higher_is_better\": %s}",
-            json_first ? "" : ",", scenario, unit, ours, base, base_name, ratio,
-            higher_is_better ? "true" : "false");
+            "\"baseline_name\": \"%s\", ",
+            json_first ? "" : ",", scenario, unit, ours, base, base_name);
+    if (with_ratio) fprintf(json, "\"speedup\": %.4f, ", ratio);
+    fprintf(json,
+            "\"higher_is_better\": %s, \"mode\": \"%s\", \"pingpong_ns_start\": %.0f, "
+            "\"pingpong_ns_end\": %.0f}",
+            higher_is_better ? "true" : "false", mode, cell.start_ns, cell.end_ns);
     json_first = 0;
   }
+}
+static void report(const char* scenario, const char* unit, double ours, double base,
+                   const char* base_name, int higher_is_better) {
+  report_line(scenario, unit, ours, base, base_name, higher_is_better, 1, 0);
+}
+/* Another figure of the measurement the last report came from. */
+static void report_again(const char* scenario, const char* unit, double ours, double base,
+                         const char* base_name, int higher_is_better) {
+  report_line(scenario, unit, ours, base, base_name, higher_is_better, 1, 1);
 }
 
 /* Runs a child measurement: this binary with --child, UV_THREADPOOL_SIZE set. */
@@ -270,7 +319,9 @@ static void scenario_latency(void) {
       u[k][r] = c[k];
     }
   }
-  for (k = 0; k < 3; k++) report(names[k], "us", median(o[k], runs), median(u[k], runs), "uv_queue_work", 0);
+  for (k = 0; k < 3; k++)
+    (k == 0 ? report : report_again)(names[k], "us", median(o[k], runs), median(u[k], runs),
+                                     "uv_queue_work", 0);
 }
 
 /* ---- blocking: tasks that sleep 1 ms ------------------------------------ */
@@ -336,7 +387,8 @@ static void scenario_blocking(void) {
     CHECK(uvt_pool_free(defaults));
   }
   report("blocking/4-threads", "ms", median(o, runs), median(u, runs), "uv_queue_work", 0);
-  report("blocking/default-pool", "ms", median(d, runs), median(u, runs), "uv_queue_work(4)", 0);
+  report_again("blocking/default-pool", "ms", median(d, runs), median(u, runs), "uv_queue_work(4)",
+               0);
 }
 
 /* ---- lag: a 1 ms timer while CPU-heavy jobs run ----------------------- */
@@ -463,16 +515,8 @@ static void scenario_idle(void) {
     o[r] = ours_idle(seconds);
     child("idle", 8, seconds * 1000, &u[r], 1);
   }
-  /* Both are near zero; the ratio is not meaningful, the absolute is. */
-  printf("%-26s %14.4g %14.4g  %-8s          (baseline: uv_queue_work, 8 threads)\n",
-         "idle/cpu-per-second", median(o, n), median(u, n), "ms/s");
-  if (json != NULL) {
-    fprintf(json,
-            "%s\n  {\"scenario\": \"idle/cpu-per-second\", \"unit\": \"ms/s\", \"ours\": %.6g, "
-            "\"baseline\": %.6g, \"baseline_name\": \"uv_queue_work\", \"higher_is_better\": false}",
-            json_first ? "" : ",", median(o, n), median(u, n));
-    json_first = 0;
-  }
+  report_line("idle/cpu-per-second", "ms/s", median(o, n), median(u, n),
+              "uv_queue_work, 8 threads", 0, 0, 0);
 }
 
 /* ---- Hand-written baseline: mutex+condvar ring + uv_async_send ----------- */
@@ -838,14 +882,14 @@ static void probe_pong(void* arg) {
     __atomic_store_n(&probe_flag, 0, __ATOMIC_RELEASE);
   }
 }
-/* Round trips of one flag between two threads, median ns of 5 tries. This
+/* Round trips of one flag between two threads, median ns of the tries. This
  * VM runs in two modes (~90 ns or ~600 ns): figures hold only in the mode
- * they were taken in, so every run prints it at its start and end. */
-static double host_probe_ns(void) {
-  const long n = 20000;
+ * they were taken in, so every run prints it at its start and end, and
+ * every cell the mode it ran in (a shorter probe, 2-20 ms). */
+static double host_probe_ns(long n, int tries) {
   double v[5];
   int k;
-  for (k = 0; k < 5; k++) {
+  for (k = 0; k < tries; k++) {
     uv_thread_t t;
     double s;
     long i;
@@ -859,15 +903,16 @@ static double host_probe_ns(void) {
     v[k] = (now_s() - s) * 1e9 / (double)n;
     CHECK(uv_thread_join(&t));
   }
-  return median(v, 5);
+  return median(v, tries);
 }
 static void print_host_mode(const char* when) {
-  double ns = host_probe_ns();
+  double ns = host_probe_ns(20000, 5);
   printf("host %s: cache-line ping-pong round trip %.0f ns (%s mode)\n", when, ns,
-         ns < 250 ? "fast" : "slow");
+         ns < FAST_MODE_NS ? "fast" : "slow");
   if (json != NULL)
     fprintf(json, "%s\n  {\"host\": \"%s\", \"pingpong_ns\": %.0f}", json_first ? "" : ",", when, ns);
   json_first = 0;
+  cell_start_ns = ns;
 }
 
 /* ---- lanes: fast tasks beside a flood of slow ones ----------------------- */
@@ -1024,9 +1069,10 @@ static void scenario_lanes(void) {
     }
   }
   for (k = 0; k < 2; k++)
-    report(names[k], "us", median(l[k], runs), median(p[k], runs), "no lanes", 0);
+    (k == 0 ? report : report_again)(names[k], "us", median(l[k], runs), median(p[k], runs),
+                                     "no lanes", 0);
   for (k = 0; k < 2; k++)
-    report(uv_names[k], "us", median(l[k], runs), median(u[k], runs), "uv_queue_work", 0);
+    report_again(uv_names[k], "us", median(l[k], runs), median(u[k], runs), "uv_queue_work", 0);
 }
 
 /* ---- sync_await round trip ---------------------------------------------- */
@@ -1154,7 +1200,7 @@ static void scenario_await(void) {
   free(lat);
   report("sync_await/round-trip", "ops/s", median(o, runs), median(u, runs), "async+condvar", 1);
   for (k = 0; k < 2; k++)
-    report(names[k], "us", median(op[k], runs), median(up[k], runs), "async+condvar", 0);
+    report_again(names[k], "us", median(op[k], runs), median(up[k], runs), "async+condvar", 0);
 }
 
 /* ---- Child side --------------------------------------------------------- */
@@ -1223,7 +1269,8 @@ int main(int argc, char** argv) {
   printf("uvt-bench %s: medians of %d run(s), ratio >1 means uvthreads is better, %u CPU(s)\n",
          uvt_version_string(), runs, uv_available_parallelism());
   print_host_mode("at start");
-  printf("%-26s %14s %14s  %-8s %7s\n", "scenario", "uvthreads", "baseline", "unit", "ratio");
+  printf("%-26s %14s %14s  %-8s %7s  %s\n", "scenario", "uvthreads", "baseline", "unit", "ratio",
+         "mode");
   /* Positional arguments pick scenarios; the values after options are skipped. */
   for (i = 1; i < argc; i++)
     if ((strcmp(argv[i], "--runs") == 0 || strcmp(argv[i], "--json") == 0) && i + 1 < argc)
