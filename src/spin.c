@@ -6,7 +6,9 @@
  * affinity is what counts (uv_available_parallelism reads it): the
  * library's threads are started from the loop thread or from the pool's,
  * and inherit it; a process-wide mask would miss a loop thread pinned to
- * one core together with its pool. */
+ * one core together with its pool. A CPU quota (cgroup cpu.max) is left
+ * out: under one the threads still run at once, and spinning measured
+ * ahead (bench/README.md). */
 #include "internal.h"
 
 int uvt__spin_pays_flag = 1;
