@@ -758,7 +758,7 @@ static unsigned uvt__stream_deliver_msg(uvt__msg_t* msg, unsigned budget) {
   /* On one CPU producers cannot refill meanwhile: each commit would only
    * wake them to fight over a quarter buffer (uvt__spin_pays). */
   if (!uvt__spin_pays()) commit_every = stream->cap;
-  stream->taken = 0;
+  /* stream->taken: the batch so far, a kept one included (below). */
   while (used < budget && uvt__stream_deliverable(stream)) {
     uint64_t pos = stream->head + stream->taken;
     if (pos >= end && !(used >= uvt__stream_chunk(stream) &&
@@ -780,7 +780,23 @@ static unsigned uvt__stream_deliver_msg(uvt__msg_t* msg, unsigned budget) {
     }
     if (stream->taken >= commit_every) uvt__stream_commit(stream);
   }
-  uvt__stream_commit(stream);
+  /* On one CPU, a visit that stops at its budget with at least another
+   * budget's worth of items published keeps its batch: the next visit (the
+   * stream is polled, below) goes on with it, and its commit releases the
+   * room and wakes the producers. Committed here, the room would bring
+   * each producer back to refill a budget's worth of slots, preempting the
+   * loop, where a hand-written ring switches once per buffer (buffer of
+   * 4096, one CPU: 8 producers 19 -> 38 M items/s, context switches
+   * 34,000 -> 7,700 for 4 M items; one producer 3,900 context switches, as
+   * the ring). With less left than that, the room is worth the switch (a
+   * buffer of 1024 kept 24 items for a second visit: 1.69x -> 1.23x the
+   * ring). The kept items still count against max_size. A visit that
+   * delivers nothing (paused) still commits what was kept. */
+  if (uvt__spin_pays() || used < budget || end - (stream->head + stream->taken) < budget ||
+      !uvt__stream_deliverable(stream))
+    uvt__stream_commit(stream);
+  else
+    UVT__TEST_POINT("stream.batch.kept", stream);
   stream->since_barrier += used;
 
   if (!uvt__stream_deliverable(stream) && !(stream->lflags & UVT__STREAM_STOPPED)) {

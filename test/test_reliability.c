@@ -2012,6 +2012,126 @@ static void one_cpu(void) {
 #endif
 }
 
+/* One CPU, a kept batch. There a visit that stops at its budget with
+ * another budget's worth left keeps its batch uncommitted (stream.c: the
+ * room would bring the producers back to preempt the loop); the next
+ * visit commits it. This one pauses the stream in between, so that the
+ * next visit delivers nothing, and checks that the batch is committed and
+ * the producer woken all the same: while the stream is paused it fills the
+ * buffer again (a paused channel still takes items up to max_size). If
+ * the commit were lost, it would sleep on with room free, and this fails
+ * at its 10 s guard (stream.c committing only after a visit that
+ * delivered: "woken while paused" failed, 4096 put, 1000 delivered). */
+#define KEPT_CAP 4096
+#define KEPT_ITEMS (3 * KEPT_CAP)
+
+static struct {
+  uvt_chan_t ch;
+  uv_check_t check;
+  uv_timer_t timer;
+  uvt_bridge_t bridge;
+  uv_thread_t producer;
+  intptr_t puts;      /* atomic: items the producer has put */
+  int kept;           /* atomic: "stream.batch.kept" points */
+  int blocked;        /* atomic: the producer found the buffer full */
+  intptr_t delivered; /* loop */
+  int paused, refilled, status;
+  uint64_t guard; /* uv_now() after which the test fails */
+} kp;
+
+static void kept_hook(const char* point, const void* obj) {
+  (void)obj;
+  if (strcmp(point, "stream.batch.kept") == 0) __atomic_fetch_add(&kp.kept, 1, __ATOMIC_ACQ_REL);
+  if (strcmp(point, "stream.put.locked") == 0) STORE(&kp.blocked, 1);
+}
+
+static void kept_producer(void* arg) {
+  intptr_t i;
+  (void)arg;
+  for (i = 1; i <= KEPT_ITEMS; i++) {
+    ASSERT_OK(uvt_chan_put(&kp.ch, (void*)i));
+    STORE(&kp.puts, i);
+  }
+  ASSERT_OK(uvt_chan_close(&kp.ch));
+}
+
+static void kept_chan_cb(uvt_chan_t* ch, int status, void* item) {
+  (void)ch;
+  if (item != NULL) {
+    ASSERT_EQ((intptr_t)item, ++kp.delivered); /* in order, nothing lost */
+    return;
+  }
+  kp.status = status;
+  uv_close((uv_handle_t*)&kp.check, NULL);
+  uv_close((uv_handle_t*)&kp.timer, NULL);
+  ASSERT_OK(uvt_bridge_close(&kp.bridge, on_closed));
+}
+
+/* After the iteration's poll: pause once a visit kept its batch. */
+static void kept_check(uv_check_t* check) {
+  (void)check;
+  if (kp.paused || LOAD(&kp.kept) == 0) return;
+  ASSERT_OK(uvt_chan_pause(&kp.ch));
+  kp.paused = 1;
+}
+
+/* While paused: the producer refills the buffer, then resume. */
+static void kept_timer(uv_timer_t* timer) {
+  (void)timer;
+  if (!kp.paused || kp.refilled) return;
+  if (LOAD(&kp.puts) == kp.delivered + KEPT_CAP) {
+    kp.refilled = 1;
+    ASSERT_OK(uvt_chan_resume(&kp.ch));
+    return;
+  }
+  if (uv_now(timer->loop) > kp.guard) {
+    fprintf(stderr, "woken while paused: %ld put, %ld delivered\n", (long)LOAD(&kp.puts),
+            (long)kp.delivered);
+    ASSERT(!"woken while paused");
+  }
+}
+
+static void one_cpu_kept_batch(void) {
+#if defined(__linux__)
+  cpu_set_t all, one;
+  uv_loop_t loop;
+  int cpu;
+  hooks_reset();
+  memset(&kp, 0, sizeof(kp));
+  custom_hook = kept_hook;
+  ASSERT_OK(sched_getaffinity(0, sizeof(all), &all));
+  for (cpu = 0; !CPU_ISSET(cpu, &all); cpu++) {
+  }
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+  ASSERT_OK(sched_setaffinity(0, sizeof(one), &one)); /* the producer inherits it */
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &kp.bridge, NULL)); /* reads the affinity */
+  ASSERT_OK(uvt_chan_init(&kp.bridge, &kp.ch, KEPT_CAP, kept_chan_cb));
+  ASSERT_OK(uv_check_init(&loop, &kp.check));
+  ASSERT_OK(uv_check_start(&kp.check, kept_check));
+  ASSERT_OK(uv_timer_init(&loop, &kp.timer));
+  ASSERT_OK(uv_timer_start(&kp.timer, kept_timer, 1, 1));
+  kp.guard = uv_now(&loop) + 10000;
+  ASSERT_OK(uv_thread_create(&kp.producer, kept_producer, NULL));
+  /* Until the producer filled the buffer and went to wait for room: the
+   * loop's first visit then stops at its budget with items left. */
+  while (!LOAD(&kp.blocked)) sched_yield();
+  ASSERT_EQ(LOAD(&kp.puts), KEPT_CAP);
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_OK(uv_thread_join(&kp.producer));
+  ASSERT_OK(uv_loop_close(&loop));
+  ASSERT_OK(sched_setaffinity(0, sizeof(all), &all));
+  ASSERT_GT(LOAD(&kp.kept), 0);
+  ASSERT_EQ(kp.paused, 1);
+  ASSERT_EQ(kp.refilled, 1);
+  ASSERT_EQ(kp.delivered, KEPT_ITEMS);
+  ASSERT_EQ(kp.status, UV_EOF);
+#else
+  printf("(skipped: needs sched_setaffinity)\n");
+#endif
+}
+
 #define FINDING(fn) {#fn, fn, 0}
 #define SUBCASE(fn) {#fn, fn, 1}
 
@@ -2051,6 +2171,7 @@ int main(int argc, char** argv) {
       SUBCASE(chan_owner_vs_stop),
       SUBCASE(chan_bias_handover),
       FINDING(one_cpu),
+      FINDING(one_cpu_kept_batch),
   };
   size_t i, ran = 0;
   setvbuf(stdout, NULL, _IONBF, 0);
