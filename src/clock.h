@@ -1,9 +1,8 @@
 /* Private to uvthreads: the stats clock.
  *
- * Pool stats time every task (submit, start, end; a worker that goes
- * straight on to the next task starts it at the last one's end, pool.c).
- * uv_hrtime() costs about 24 ns on a VM's vDSO; the TSC costs 10, and what
- * is saved is a third of a no-op task. Ticks are the TSC where the kernel itself keeps
+ * Pool stats time every task three times (submit, start, end). uv_hrtime()
+ * costs about 24 ns on a VM's vDSO; the TSC costs 10, and what is saved is
+ * a third of a no-op task. Ticks are the TSC where the kernel itself keeps
  * time with it (so it is invariant and synchronised across CPUs), else
  * nanoseconds. Stats multiply by uvt__ns_per_tick() when read;
  * uvt__clock_init must have run (uvt_pool_new does it) before the first

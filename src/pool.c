@@ -353,11 +353,10 @@ static int uvt__start_worker(uvt_pool_t* pool) {
   return rc;
 }
 
-/* Runs a task; start is when the worker took it (see the caller). Returns
- * when the work function returned, in ticks (0 if it did not run). */
-static uint64_t uvt__run_task(uvt__worker_t* w, uvt__task_t* task, uint64_t start) {
+static void uvt__run_task(uvt__worker_t* w, uvt__task_t* task) {
+  uint64_t start = uvt__ticks();
   uint64_t waited = uvt__ticks_since(task->submit_ticks, start);
-  uint64_t took, end;
+  uint64_t took;
   uvt__count_add(&w->started, 1);
   /* Relaxed, like the counters: the stats read it as a snapshot. */
   uvt__store_relaxed(&w->running_since, start);
@@ -366,10 +365,9 @@ static uint64_t uvt__run_task(uvt__worker_t* w, uvt__task_t* task, uint64_t star
     uvt__store_relaxed(&w->running_since, (uint64_t)0);
     uvt__count_add(&w->skipped, 1);
     task->done(task);
-    return 0;
+    return;
   }
-  end = uvt__ticks();
-  took = uvt__ticks_since(start, end);
+  took = uvt__ticks_since(start, uvt__ticks());
   uvt__store_relaxed(&w->running_since, (uint64_t)0);
   /* Relaxed: counters only. They are written before task->done publishes the
    * completion, and the bridge's release/acquire handoff orders them before
@@ -381,7 +379,6 @@ static uint64_t uvt__run_task(uvt__worker_t* w, uvt__task_t* task, uint64_t star
   uvt__count_add(&w->completed, 1);
   w->last_run = took;
   task->done(task); /* the last touch of task */
-  return end;
 }
 
 /* Instead of waking the next worker for the work behind the task it took,
@@ -577,7 +574,6 @@ static void uvt__worker_main(void* arg) {
   for (;;) {
     uvt__task_t* task;
     unsigned in_a_row = 0; /* tasks run since the queue was last found empty */
-    uint64_t last_end = 0; /* the last task's end, if the worker went straight on */
     int timed_out;
     uv_mutex_unlock(&pool->mutex);
     while ((task = uvt__take(pool, w)) != NULL) {
@@ -586,24 +582,12 @@ static void uvt__worker_main(void* arg) {
         uvt__worker_found_work(pool, w);
       }
       spun = 0;
-      /* A task taken straight after the last one is timed from that one's
-       * end (or from its submission, if that came later): one clock read
-       * per task instead of two, and its times count the take as part of
-       * its run (a few instructions). On a VM without a TSC clock a read
-       * costs 26 ns, a third of a no-op task: 1 thread on one CPU, 7.9 ->
-       * 10.1 M tasks/s. */
-      if (last_end == 0)
-        last_end = uvt__ticks();
-      else if (last_end < task->submit_ticks)
-        last_end = task->submit_ticks;
-      last_end = uvt__run_task(w, task, last_end);
+      uvt__run_task(w, task);
       if (w->sprinting) uvt__sprint_task_done(pool, w);
       /* Caught up with a flood: let the submitter get ahead (see
        * UVT__CATCH_UP_NS). The wait only reads the clock. */
-      if (++in_a_row >= 2 && uvt__alone_awake(pool) && !uvt__work_hint(pool)) {
+      if (++in_a_row >= 2 && uvt__alone_awake(pool) && !uvt__work_hint(pool))
         UVT__SPIN_WHILE(1, UVT__CATCH_UP_NS);
-        last_end = 0;
-      }
     }
     /* A sprint outlasts an empty queue until the worker spins or parks:
      * both look at the queue again after it ends. */
