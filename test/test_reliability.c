@@ -2132,6 +2132,102 @@ static void one_cpu_kept_batch(void) {
 #endif
 }
 
+/* One CPU, producers woken one at a time. There a commit wakes one
+ * blocked producer, not all (stream.c), and the next commit the next one.
+ * Eight producers put 1 to 8 items each into a channel of 2, so that most
+ * of them wait, and a woken one often leaves with room to spare while the
+ * others sleep on: each item it put must still bring the wake-up of the
+ * next. Every item arrives, in each producer's order, and the channel
+ * ends; a lost wake-up would leave producers asleep and fail at the 10 s
+ * guard (stream.c waking one only while two or more wait: "producers
+ * asleep with room: 34 delivered"). */
+#define CHAIN_PRODUCERS 8
+#define CHAIN_CAP 2
+
+static struct {
+  uvt_chan_t ch;
+  uvt_bridge_t bridge;
+  uv_timer_t guard;
+  uv_thread_t producers[CHAIN_PRODUCERS];
+  int blocked;  /* atomic: entries into a wait for room */
+  int left;     /* atomic: producers not done */
+  intptr_t next[CHAIN_PRODUCERS]; /* loop: each producer's next item */
+  intptr_t delivered;
+  int status, ended;
+} ch8;
+
+static void chain_hook(const char* point, const void* obj) {
+  (void)obj;
+  if (strcmp(point, "stream.put.locked") == 0) __atomic_fetch_add(&ch8.blocked, 1, __ATOMIC_ACQ_REL);
+}
+
+static void chain_producer(void* arg) {
+  intptr_t who = (intptr_t)arg, i;
+  for (i = 0; i <= who; i++) ASSERT_OK(uvt_chan_put(&ch8.ch, (void*)((i + 1) * CHAIN_PRODUCERS + who)));
+  if (__atomic_sub_fetch(&ch8.left, 1, __ATOMIC_ACQ_REL) == 0) ASSERT_OK(uvt_chan_close(&ch8.ch));
+}
+
+static void chain_cb(uvt_chan_t* ch, int status, void* item) {
+  (void)ch;
+  if (item != NULL) {
+    intptr_t v = (intptr_t)item;
+    int who = (int)(v % CHAIN_PRODUCERS);
+    ASSERT_EQ(v / CHAIN_PRODUCERS - 1, ch8.next[who]); /* in order, nothing lost */
+    ch8.next[who]++;
+    ch8.delivered++;
+    return;
+  }
+  ch8.status = status;
+  ch8.ended = 1;
+  uv_close((uv_handle_t*)&ch8.guard, NULL);
+  ASSERT_OK(uvt_bridge_close(&ch8.bridge, on_closed));
+}
+
+static void chain_guard(uv_timer_t* timer) {
+  (void)timer;
+  fprintf(stderr, "producers asleep with room: %ld delivered\n", (long)ch8.delivered);
+  ASSERT(!"producers asleep with room");
+}
+
+static void one_cpu_wake_chain(void) {
+#if defined(__linux__)
+  cpu_set_t all, one;
+  uv_loop_t loop;
+  intptr_t i;
+  int cpu;
+  hooks_reset();
+  memset(&ch8, 0, sizeof(ch8));
+  custom_hook = chain_hook;
+  ASSERT_OK(sched_getaffinity(0, sizeof(all), &all));
+  for (cpu = 0; !CPU_ISSET(cpu, &all); cpu++) {
+  }
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+  ASSERT_OK(sched_setaffinity(0, sizeof(one), &one)); /* the producers inherit it */
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &ch8.bridge, NULL)); /* reads the affinity */
+  ASSERT_OK(uvt_chan_init(&ch8.bridge, &ch8.ch, CHAIN_CAP, chain_cb));
+  ASSERT_OK(uv_timer_init(&loop, &ch8.guard));
+  ASSERT_OK(uv_timer_start(&ch8.guard, chain_guard, 10000, 0));
+  STORE(&ch8.left, CHAIN_PRODUCERS);
+  for (i = 0; i < CHAIN_PRODUCERS; i++)
+    ASSERT_OK(uv_thread_create(&ch8.producers[i], chain_producer, (void*)i));
+  /* Until all but the first CAP producers wait for room (each of those has
+   * put one item at least, or waits too). */
+  while (LOAD(&ch8.blocked) < CHAIN_PRODUCERS - CHAIN_CAP) sched_yield();
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  for (i = 0; i < CHAIN_PRODUCERS; i++) ASSERT_OK(uv_thread_join(&ch8.producers[i]));
+  ASSERT_OK(uv_loop_close(&loop));
+  ASSERT_OK(sched_setaffinity(0, sizeof(all), &all));
+  for (i = 0; i < CHAIN_PRODUCERS; i++) ASSERT_EQ(ch8.next[i], i + 1);
+  ASSERT_EQ(ch8.delivered, CHAIN_PRODUCERS * (CHAIN_PRODUCERS + 1) / 2);
+  ASSERT_EQ(ch8.ended, 1);
+  ASSERT_EQ(ch8.status, UV_EOF);
+#else
+  printf("(skipped: needs sched_setaffinity)\n");
+#endif
+}
+
 #define FINDING(fn) {#fn, fn, 0}
 #define SUBCASE(fn) {#fn, fn, 1}
 
@@ -2172,6 +2268,7 @@ int main(int argc, char** argv) {
       SUBCASE(chan_bias_handover),
       FINDING(one_cpu),
       FINDING(one_cpu_kept_batch),
+      FINDING(one_cpu_wake_chain),
   };
   size_t i, ran = 0;
   setvbuf(stdout, NULL, _IONBF, 0);
