@@ -885,7 +885,8 @@ static void probe_pong(void* arg) {
 /* Round trips of one flag between two threads, median ns of the tries. This
  * VM runs in two modes (~90 ns or ~600 ns): figures hold only in the mode
  * they were taken in, so every run prints it at its start and end, and
- * every cell the mode it ran in (a shorter probe, 2-20 ms). */
+ * every cell the mode it ran in (a shorter probe: 1-10 ms on two CPUs,
+ * about 40 on one). */
 static double host_probe_ns(long n, int tries) {
   double v[5];
   int k;
