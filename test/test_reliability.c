@@ -1983,19 +1983,29 @@ static void one_run(void) {
   free(o);
 }
 
-static void one_cpu(void) {
 #if defined(__linux__)
-  cpu_set_t all, one;
-  int cpu, yields;
-  hooks_reset();
-  custom_hook = one_hook;
-  ASSERT_OK(sched_getaffinity(0, sizeof(all), &all));
-  for (cpu = 0; !CPU_ISSET(cpu, &all); cpu++) {
+/* Confines the calling thread to the first CPU it may use; threads it
+ * starts from here on inherit that (the pool's among them). *all gets the
+ * affinity to restore. */
+static void pin_to_one_cpu(cpu_set_t* all) {
+  cpu_set_t one;
+  int cpu;
+  ASSERT_OK(sched_getaffinity(0, sizeof(*all), all));
+  for (cpu = 0; !CPU_ISSET(cpu, all); cpu++) {
   }
   CPU_ZERO(&one);
   CPU_SET(cpu, &one);
-  /* Threads started from here on inherit it, the pool's among them. */
   ASSERT_OK(sched_setaffinity(0, sizeof(one), &one));
+}
+#endif
+
+static void one_cpu(void) {
+#if defined(__linux__)
+  cpu_set_t all;
+  int yields;
+  hooks_reset();
+  custom_hook = one_hook;
+  pin_to_one_cpu(&all);
   STORE(&spin_yields, 0);
   one_run();
   ASSERT_GT(LOAD(&spin_yields), 0);
@@ -2093,18 +2103,12 @@ static void kept_timer(uv_timer_t* timer) {
 
 static void one_cpu_kept_batch(void) {
 #if defined(__linux__)
-  cpu_set_t all, one;
+  cpu_set_t all;
   uv_loop_t loop;
-  int cpu;
   hooks_reset();
   memset(&kp, 0, sizeof(kp));
   custom_hook = kept_hook;
-  ASSERT_OK(sched_getaffinity(0, sizeof(all), &all));
-  for (cpu = 0; !CPU_ISSET(cpu, &all); cpu++) {
-  }
-  CPU_ZERO(&one);
-  CPU_SET(cpu, &one);
-  ASSERT_OK(sched_setaffinity(0, sizeof(one), &one)); /* the producer inherits it */
+  pin_to_one_cpu(&all); /* the producer inherits it */
   ASSERT_OK(uv_loop_init(&loop));
   ASSERT_OK(uvt_bridge_init(&loop, &kp.bridge, NULL)); /* reads the affinity */
   ASSERT_OK(uvt_chan_init(&kp.bridge, &kp.ch, KEPT_CAP, kept_chan_cb));
@@ -2191,19 +2195,13 @@ static void chain_guard(uv_timer_t* timer) {
 
 static void one_cpu_wake_chain(void) {
 #if defined(__linux__)
-  cpu_set_t all, one;
+  cpu_set_t all;
   uv_loop_t loop;
   intptr_t i;
-  int cpu;
   hooks_reset();
   memset(&ch8, 0, sizeof(ch8));
   custom_hook = chain_hook;
-  ASSERT_OK(sched_getaffinity(0, sizeof(all), &all));
-  for (cpu = 0; !CPU_ISSET(cpu, &all); cpu++) {
-  }
-  CPU_ZERO(&one);
-  CPU_SET(cpu, &one);
-  ASSERT_OK(sched_setaffinity(0, sizeof(one), &one)); /* the producers inherit it */
+  pin_to_one_cpu(&all); /* the producers inherit it */
   ASSERT_OK(uv_loop_init(&loop));
   ASSERT_OK(uvt_bridge_init(&loop, &ch8.bridge, NULL)); /* reads the affinity */
   ASSERT_OK(uvt_chan_init(&ch8.bridge, &ch8.ch, CHAIN_CAP, chain_cb));
