@@ -64,12 +64,12 @@ static void close_bridge(uv_loop_t* loop, uvt_bridge_t* b) {
 static double host_probe_ns(long round_trips, int tries);
 #define FAST_MODE_NS 250 /* ping-pong round trips below this: the fast mode */
 
-/* The host's ping-pong when the current cell began (the previous cell's end
- * or the run's start). The host can change mode within a run, so each cell
- * says the mode it ran in: "fast" or "slow" if the probes at its start and
- * its end agree, "mixed" if not. A change and a change back within one cell
- * goes unseen. */
-static double cell_start_ns;
+/* The last measurement's ping-pong at its start and end, and its mode. The
+ * host can change mode within a run, so each cell says the mode it ran in:
+ * "fast" or "slow" if the probes at its start and its end agree, "mixed"
+ * if not. A cell starts where the one before ended (end_ns), the first one
+ * at the run's start (print_host_mode). A change and a change back within
+ * one cell goes unseen. */
 static struct {
   double start_ns, end_ns;
   const char* mode;
@@ -80,8 +80,8 @@ static struct {
  * keep its mode. */
 static void cell_mode(int again) {
   if (again) return;
-  cell.start_ns = cell_start_ns;
-  cell.end_ns = cell_start_ns = host_probe_ns(2000, 3);
+  cell.start_ns = cell.end_ns;
+  cell.end_ns = host_probe_ns(2000, 3);
   if (cell.start_ns < FAST_MODE_NS && cell.end_ns < FAST_MODE_NS)
     cell.mode = "fast";
   else if (cell.start_ns >= FAST_MODE_NS && cell.end_ns >= FAST_MODE_NS)
@@ -913,7 +913,7 @@ static void print_host_mode(const char* when) {
   if (json != NULL)
     fprintf(json, "%s\n  {\"host\": \"%s\", \"pingpong_ns\": %.0f}", json_first ? "" : ",", when, ns);
   json_first = 0;
-  cell_start_ns = ns;
+  cell.end_ns = ns; /* where the first cell starts */
 }
 
 /* ---- lanes: fast tasks beside a flood of slow ones ----------------------- */
