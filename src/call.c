@@ -255,8 +255,10 @@ int uvt_sync_await(uvt_bridge_t* bridge, uvt_await_cb fn, void* arg) {
   uvt__bridge_post_entered(impl, &aw->rec.msg);
   /* A loop function that resolves at once answers within microseconds:
    * spin for that briefly, so the post finds nobody asleep. The wait below
-   * then returns at once; either way it consumes the post. */
-  UVT__SPIN_WHILE(uvt__load_acquire(&aw->state) != UVT__AWAIT_RESOLVED, UVT__AWAIT_SPIN_NS);
+   * then returns at once; either way it consumes the post. The spin
+   * yields: the loop thread may share our CPU (internal.h). */
+  UVT__SPIN_WHILE_YIELDING(uvt__load_acquire(&aw->state) != UVT__AWAIT_RESOLVED,
+                           UVT__AWAIT_SPIN_NS, 1);
   uv_sem_wait(&aw->rec.done);
   rc = aw->status; /* ordered by the acquire load or the semaphore */
   uvt__bridge_record_give(impl, &aw->rec);

@@ -191,10 +191,15 @@ static inline int uvt__spin_pays(void) { return uvt__load_relaxed(&uvt__spin_pay
 /* Spins while cond holds, for at most ns nanoseconds (the clock is read
  * every 64 rounds only). The one bounded-spin policy of the library: idle
  * workers, producers facing a full buffer and sync_await callers use it
- * before they sleep. With yield, the spinner also yields its CPU every 64
- * rounds (see uvt__spin_locked in pool.c for why). Where spinning does
- * not pay (uvt__spin_pays), a wait that cond says is still needed yields
- * the CPU once instead: to the thread waited for, if it is runnable. */
+ * before they sleep. With yield, the spinner reads the clock and yields
+ * its CPU every 16 rounds: the scheduler may have put the thread it waits
+ * for on the same CPU, where it runs only once we yield (uvt__spin_locked
+ * in pool.c, uvt__bridge_wait in bridge.c; a yield with nobody else to
+ * run costs about 150 ns on this VM; every 64 rounds, a task's round trip
+ * with the loop and the worker on one CPU took 3.3 us at p50, every 16
+ * 2.2 us). Where spinning does not pay (uvt__spin_pays),
+ * a wait that cond says is still needed yields the CPU once instead: to
+ * the thread waited for, if it is runnable. */
 #define UVT__SPIN_WHILE_YIELDING(cond, ns, yield)                  \
   do {                                                             \
     uint64_t uvt__spin_until;                                      \
@@ -209,7 +214,7 @@ static inline int uvt__spin_pays(void) { return uvt__load_relaxed(&uvt__spin_pay
     uvt__spin_until = uv_hrtime() + (ns);                          \
     for (uvt__spin_round = 1; (cond); uvt__spin_round++) {         \
       uvt__cpu_relax();                                            \
-      if ((uvt__spin_round & 63) != 0) continue;                   \
+      if ((uvt__spin_round & ((yield) ? 15 : 63)) != 0) continue;  \
       if (uv_hrtime() > uvt__spin_until) break;                    \
       if (yield) uvt__thread_yield();                              \
     }                                                              \
