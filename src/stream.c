@@ -1101,9 +1101,10 @@ int uvt__stream_put(uvt__stream_t* stream, void* item, uint64_t timeout_ms, int 
      * claim and its publish, was waiting for; the buffer stayed full, so
      * the spinners went to sleep and the loop's commits had to wake them
      * (8 producers, a buffer of 4096, 4 M items: 7,600 -> 130 producer
-     * sleeps, 30 -> 70 M items/s. Same-run medians, 4 and 8 producers at
-     * buffers of 1-4096: 1.1x-2.4x the items/s; 1 and 2 producers and
-     * the iterator unchanged). */
+     * sleeps, 30 -> 70 M items/s. Same-run medians of 3, 4 and 8
+     * producers at buffers of 1-4096: 0.98x-2.4x the items/s, every cell
+     * but one 1.09x or more; 1 and 2 producers and the iterator
+     * unchanged). */
     UVT__SPIN_WHILE_YIELDING(uvt__stream_full(stream), UVT__PUT_SPIN_NS, 1);
     rc = uvt__stream_claim(stream, &pos, &how);
     if (rc == UV_EAGAIN) rc = uvt__stream_wait_claim(stream, timeout_ms, full_err, &pos, &how);
