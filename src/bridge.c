@@ -371,19 +371,6 @@ static void uvt__bridge_learn_loop_thread(uvt__bridge_impl_t* impl) {
  * ends. */
 #define UVT__LOOP_SPIN_NS 20000u
 
-/* How long the wait spins before it also yields its CPU every 16 rounds.
- * The scheduler may have put the thread whose answer we wait for on the
- * loop's CPU (this VM's kernel now and then packs the loop and a worker
- * onto one CPU while the other idles): it then runs only once we yield,
- * and a wait that never yields made every round trip as long as the whole
- * wait plus a wake-up (a task's round trip with both on one CPU, `uvt-bench
- * packed`: p50 38 us against 2.2 us with the yield, `uvt_sync_await` 43
- * against 2.1 us). On two CPUs the answer mostly comes within a
- * microsecond, before the first yield. Yielding from the start left the
- * loop and a worker on one CPU more often (`uvt-bench latency`: 3 runs of
- * 3 at a p50 of 2.4 us, against 0 of 3 with this delay). */
-#define UVT__LOOP_YIELD_AFTER_NS 500u
-
 static void uvt__bridge_drain(uv_async_t* async);
 
 /* Started for one iteration: an active idle handle makes the poll not block. */
@@ -401,9 +388,23 @@ static int uvt__bridge_polled_ready(uvt__bridge_impl_t* impl) {
 
 /* The wait: until a push lands on the marker, a polled message is ready,
  * or the time is up. The polled messages' hooks read lines that producers
- * write, so they are asked only every few rounds. */
+ * write, so they are asked only every few rounds.
+ *
+ * Waiting for an answer, it yields its CPU every 16 rounds. The scheduler
+ * may have put the thread that answers on the loop's CPU (this VM's
+ * kernel now and then packs the loop and a worker onto one CPU while the
+ * other idles): it then runs only once we yield, and a wait that never
+ * yielded made every round trip as long as the whole wait plus a wake-up
+ * (`uvt-bench packed`: a task's round trip p50 38 us, 0.09x
+ * `uv_queue_work` pinned the same way; yielding after the first half
+ * microsecond 2.2 us, 1.63x; from the first round, with the idle worker
+ * yielding before its spin too, 1.6 us, 2.2x). Yielding from the first
+ * round leaves the loop and a worker on one CPU more often (`uvt-bench
+ * latency`, 3 runs of 3 at a p50 of 1.6 us against 0 of 3 at 0.7 us with
+ * the half-microsecond delay; `uv_queue_work` 5-27 us in the same runs):
+ * we take that for a round trip that wins in either state. */
 static int uvt__bridge_wait(uvt__bridge_impl_t* impl) {
-  uint64_t now, yield_from, until;
+  uint64_t until;
   unsigned round;
   if (!uvt__spin_pays()) {
     /* One CPU: the thread that would answer runs only if we let it. */
@@ -413,9 +414,7 @@ static int uvt__bridge_wait(uvt__bridge_impl_t* impl) {
     return uvt__load_relaxed(UVT__INBOX(impl)) != UVT__DRAIN_MARKER ||
            (impl->polled != NULL && uvt__bridge_polled_ready(impl));
   }
-  now = uv_hrtime();
-  yield_from = now + UVT__LOOP_YIELD_AFTER_NS;
-  until = now + UVT__LOOP_SPIN_NS;
+  until = uv_hrtime() + UVT__LOOP_SPIN_NS;
   for (round = 1;; round++) {
     /* Relaxed: a hint; the drain's exchange acquires what was pushed. */
     if (uvt__load_relaxed(UVT__INBOX(impl)) != UVT__DRAIN_MARKER) return 1;
@@ -429,9 +428,8 @@ static int uvt__bridge_wait(uvt__bridge_impl_t* impl) {
       if ((round & 63) == 0 && uv_hrtime() > until) return 0;
       continue;
     }
-    now = uv_hrtime();
-    if (now > until) return 0;
-    if (now > yield_from) uvt__thread_yield();
+    if (uv_hrtime() > until) return 0;
+    uvt__thread_yield();
   }
 }
 

@@ -195,9 +195,10 @@ static inline int uvt__spin_pays(void) { return uvt__load_relaxed(&uvt__spin_pay
  * its CPU every 16 rounds: the scheduler may have put the thread it waits
  * for on the same CPU, where it runs only once we yield (uvt__spin_locked
  * in pool.c, uvt__bridge_wait in bridge.c; a yield with nobody else to
- * run costs about 150 ns on this VM; every 64 rounds, a task's round trip
- * with the loop and the worker on one CPU took 3.3 us at p50, every 16
- * 2.2 us). Where spinning does not pay (uvt__spin_pays),
+ * run costs about 150 ns on this VM; a task's round trip with the loop
+ * and the worker on one CPU took 3.3 us at p50 with yields every 64
+ * rounds, 2.2 us every 16, with the loop's wait yielding after half a
+ * microsecond). Where spinning does not pay (uvt__spin_pays),
  * a wait that cond says is still needed yields the CPU once instead: to
  * the thread waited for, if it is runnable. */
 #define UVT__SPIN_WHILE_YIELDING(cond, ns, yield)                  \
