@@ -1959,6 +1959,12 @@ static void one_run(void) {
   one_run_state = o;
   ASSERT_OK(uv_loop_init(&loop));
   ASSERT_OK(uvt_bridge_init(&loop, &o->bridge, pool));
+  /* The awaiter calls in with nothing of its own in flight between two
+   * awaits: once the channel, the iterator and the tasks are done, only a
+   * ref keeps the loop running for its next one (uvt_bridge_ref). Without
+   * it the loop could return first and leave the awaiter waiting for
+   * good; the close below ends the loop. */
+  uvt_bridge_ref(&o->bridge);
   ASSERT_OK(uvt_chan_init(&o->bridge, &o->ch, 16, one_chan_cb));
   ASSERT_OK(uvt_threaded_iterable_separate(&o->bridge, &o->it, 4, one_gen, one_iter_cb));
   for (i = 0; i < 16; i++) {
