@@ -47,7 +47,11 @@ typedef struct uvt__call_s {
   void* arg;
   void* ctx;
   uvt__call_cache_t* cache; /* the calling thread's, which owns the record */
+  /* Free: the cache's list. In flight: the records of the same cache that
+   * the loop delivered just before this one, to hand back with it (NULL
+   * unless the loop set it); chain_tail is then the last of them. */
   struct uvt__call_s* next_free;
+  struct uvt__call_s* chain_tail;
 } uvt__call_t;
 
 struct uvt__call_cache_s {
@@ -128,30 +132,58 @@ static uvt__call_t* uvt__call_take(uvt__bridge_impl_t* impl) {
   return rec;
 }
 
-/* Any thread: rec goes back to its owner's cache (freed if the owner left). */
-static void uvt__call_give_back(uvt__call_t* rec) {
-  uvt__call_cache_t* cache = rec->cache;
-  uintptr_t head = uvt__load_relaxed(&cache->returned);
+/* Any thread: the records head .. tail (linked by next_free) go back to
+ * their owner's cache in one push (freed if the owner left). */
+static void uvt__call_give_back(uvt__call_t* head, uvt__call_t* tail) {
+  uvt__call_cache_t* cache = head->cache;
+  uintptr_t old = uvt__load_relaxed(&cache->returned);
   do {
-    if (head == UVT__CALLS_ORPHANED) {
-      uvt__free(rec);
-      uvt__calls_release(cache, 1);
+    if (old == UVT__CALLS_ORPHANED) {
+      unsigned long n = 0;
+      tail->next_free = NULL;
+      while (head != NULL) {
+        uvt__call_t* next = head->next_free;
+        uvt__free(head);
+        head = next;
+        n++;
+      }
+      uvt__calls_release(cache, n);
       return;
     }
-    rec->next_free = (uvt__call_t*)head;
-    /* Release: our reads of rec happen before its owner reuses it. */
-  } while (!uvt__cas_weak_release(&cache->returned, &head, (uintptr_t)rec));
+    tail->next_free = (uvt__call_t*)old;
+    /* Release: our reads of the records happen before their owner reuses them. */
+  } while (!uvt__cas_weak_release(&cache->returned, &old, (uintptr_t)head));
 }
 
+/* The loop delivers a flood of calls from one thread back to back, so a
+ * record is not handed back alone (a CAS on the line its owner reads, per
+ * call) when the next message in the ready list is a call of the same
+ * owner: that one carries it, and the last of the run hands the whole run
+ * back. A run ends where the ready list does, so nothing is held past the
+ * drain that delivers it. */
 static unsigned uvt__call_deliver(uvt__msg_t* msg, unsigned budget) {
   uvt__call_t* call = uvt__container_of(msg, uvt__call_t, msg);
+  uvt__bridge_impl_t* impl = call->impl;
+  uvt__call_t* tail;
+  uvt__call_t* next;
   void* prev;
   (void)budget;
-  uvt__bridge_before_callback(call->impl);
+  uvt__bridge_before_callback(impl);
   prev = uvt__context_swap(call->ctx);
   call->fn(call->arg);
   uvt__context_swap(prev);
-  uvt__call_give_back(call);
+  tail = call->next_free == NULL ? call : call->chain_tail;
+  /* Read after fn: what fn posted on this thread is behind it, and the
+   * drain delivers ready_head next. */
+  next = impl->ready_head == NULL || impl->ready_head->deliver != uvt__call_deliver
+             ? NULL
+             : uvt__container_of(impl->ready_head, uvt__call_t, msg);
+  if (next != NULL && next->cache == call->cache) {
+    next->next_free = call;
+    next->chain_tail = tail;
+    return 1;
+  }
+  uvt__call_give_back(call, tail);
   return 1;
 }
 
@@ -168,6 +200,7 @@ int uvt_call(uvt_bridge_t* bridge, uvt_call_cb fn, void* arg) {
   call->arg = arg;
   call->ctx = uvt_context_get();
   call->impl = impl; /* read only if delivered: then the impl lives */
+  call->next_free = NULL; /* no run of delivered records yet */
   if (uvt__bridge_post_untracked(bridge, &call->msg) != 0) {
     call->next_free = call->cache->free; /* ours: straight back */
     call->cache->free = call;
