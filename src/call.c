@@ -202,7 +202,7 @@ int uvt_call(uvt_bridge_t* bridge, uvt_call_cb fn, void* arg) {
   call->msg.deliver = uvt__call_deliver;
   call->fn = fn;
   call->arg = arg;
-  call->ctx = uvt_context_get();
+  call->ctx = uvt__context_current();
   call->impl = impl; /* read only if delivered: then the impl lives */
   call->next_free = NULL; /* no run of delivered records yet */
   if (uvt__bridge_post_untracked(bridge, &call->msg) != 0) {
@@ -286,7 +286,7 @@ int uvt_sync_await(uvt_bridge_t* bridge, uvt_await_cb fn, void* arg) {
   uvt__store_relaxed(&aw->ticket, (aw->ticket + UVT__AWAIT_TICKET_STEP) & (UVT__RECORD_ALIGN - 1u));
   aw->fn = fn;
   aw->arg = arg;
-  aw->ctx = uvt_context_get();
+  aw->ctx = uvt__context_current();
   aw->status = 0;
   uvt__store_relaxed(&aw->state, UVT__AWAIT_QUEUED);
   uvt__bridge_post_entered(impl, &aw->rec.msg);

@@ -1,14 +1,8 @@
 /* Context propagation: one thread-local value (see context.h). */
 #include "context.h"
 
-static UVT__THREAD_LOCAL void* uvt__tls_ctx;
+UVT__THREAD_LOCAL void* uvt__tls_ctx;
 
 void uvt_context_set(void* ctx) { uvt__tls_ctx = ctx; }
 
 void* uvt_context_get(void) { return uvt__tls_ctx; }
-
-void* uvt__context_swap(void* ctx) {
-  void* prev = uvt__tls_ctx;
-  uvt__tls_ctx = ctx;
-  return prev;
-}

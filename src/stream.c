@@ -91,6 +91,7 @@
  * callback runs with no producer inside, and a reopen's fresh mutex is
  * never one that somebody holds. */
 #include "stream.h"
+#include "context.h"
 
 #if defined(__linux__)
 #include <linux/membarrier.h>
@@ -962,7 +963,7 @@ int uvt__stream_open(uvt__bridge_impl_t* impl, uvt__stream_t* stream, size_t max
   uvt__store_relaxed(&stream->last_producer, (uintptr_t)0);
   uvt__store_relaxed(&stream->streak, 0u);
   stream->status = 0;
-  stream->ctx = uvt_context_get();
+  stream->ctx = uvt__context_current();
   stream->impl = impl;
   stream->deliver = deliver;
   stream->closing = closing;

@@ -159,7 +159,7 @@ static void uvt__work_prepare(uvt_bridge_t* bridge, uvt_work_t* req, uvt_work_cb
   req->bridge = bridge;
   req->uvt__work = work;
   req->uvt__after = after;
-  req->uvt__ctx = uvt_context_get();
+  req->uvt__ctx = uvt__context_current();
   req->uvt__status = 0;
   uvt__store_relaxed(&req->uvt__cancel, (uintptr_t)0);
   req->uvt__kind = kind;
