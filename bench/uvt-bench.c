@@ -791,7 +791,8 @@ static void base_call_thread(void* arg) {
     uv_async_send(&bc.async);
   }
 }
-static double base_call(int threads, long per_thread) {
+/* packed: every thread on one CPU (see scenario_packed). */
+static double base_call(int threads, long per_thread, int packed) {
   uv_loop_t loop;
   uv_thread_t t[8];
   double s;
@@ -799,6 +800,7 @@ static double base_call(int threads, long per_thread) {
   CHECK(uv_loop_init(&loop));
   CHECK(uv_mutex_init(&bc.mutex));
   CHECK(uv_async_init(&loop, &bc.async, base_call_drain));
+  if (packed) pack_threads(1); /* the threads below inherit the pin */
   bc.head = bc.tail = NULL;
   bc.expected = per_thread * threads;
   bc.done = 0;
@@ -808,6 +810,7 @@ static double base_call(int threads, long per_thread) {
   CHECK(uv_run(&loop, UV_RUN_DEFAULT));
   s = now_s() - s;
   for (i = 0; i < threads; i++) CHECK(uv_thread_join(&t[i]));
+  if (packed) pack_threads(0);
   CHECK(uv_loop_close(&loop));
   uv_mutex_destroy(&bc.mutex);
   return (double)bc.done / s;
@@ -829,7 +832,7 @@ static void ours_call_thread(void* arg) {
   (void)arg;
   for (i = 0; i < n; i++) CHECK(uvt_call(b, ours_counted_call, NULL));
 }
-static double ours_call(int threads, long per_thread) {
+static double ours_call(int threads, long per_thread, int packed) {
   uvt_pool_t* pool = make_pool(0, 1);
   uv_loop_t loop;
   uvt_bridge_t b;
@@ -838,6 +841,7 @@ static double ours_call(int threads, long per_thread) {
   int i;
   CHECK(uv_loop_init(&loop));
   CHECK(uvt_bridge_init(&loop, &b, pool));
+  if (packed) pack_threads(1); /* after the init: the library's spin policy sees two CPUs */
   uvt_bridge_ref(&b); /* threads call in while the loop has nothing else */
   oc.b = &b;
   oc.per_thread = per_thread;
@@ -848,6 +852,7 @@ static double ours_call(int threads, long per_thread) {
   CHECK(uv_run(&loop, UV_RUN_DEFAULT));
   s = now_s() - s;
   for (i = 0; i < threads; i++) CHECK(uv_thread_join(&t[i]));
+  if (packed) pack_threads(0);
   close_bridge(&loop, &b);
   CHECK(uvt_pool_free(pool));
   return (double)oc.done / s;
@@ -860,8 +865,8 @@ static void scenario_call(void) {
   int k, r;
   for (k = 0; k < 3; k++) {
     for (r = 0; r < runs; r++) {
-      o[r] = ours_call(threads[k], per);
-      u[r] = base_call(threads[k], per);
+      o[r] = ours_call(threads[k], per, 0);
+      u[r] = base_call(threads[k], per, 0);
     }
     snprintf(name, sizeof(name), "call/%d-threads", threads[k]);
     report(name, "calls/s", median(o, runs), median(u, runs), "mutex list+malloc+async", 1);
@@ -1246,17 +1251,19 @@ static void pack_threads(int pack) {
 }
 static void scenario_packed(void) {
   long n = smoke ? 2000 : 30000;
-  double ol[2][32], ul[2][32], oa[2][32], ua[2][32], p[3];
-  double* lat = malloc(sizeof(double) * (size_t)n);
+  long calls = smoke ? 5000 : 250000;
+  double ol[2][32], ul[2][32], oa[2][32], ua[2][32], oc1[32], uc1[32], p[3];
+  double* lat;
   int r, k;
-  if (lat == NULL) exit(1);
   if (uv_available_parallelism() < 2) {
     printf("packed: skipped (one CPU: the library does not spin there)\n");
-    free(lat);
     return;
   }
+  if ((lat = malloc(sizeof(double) * (size_t)n)) == NULL) exit(1);
   for (r = 0; r < runs; r++) {
     double a[3], c[3];
+    oc1[r] = ours_call(1, calls, 1);
+    uc1[r] = base_call(1, calls, 1);
     ours_latency(4, n, a, 1);
     child("latency-packed", 4, (double)n, c, 3);
     (void)ours_await(n, lat, 1);
@@ -1278,6 +1285,8 @@ static void scenario_packed(void) {
                "async+condvar", 0);
   report_again("packed/sync_await-p99", "us", median(oa[1], runs), median(ua[1], runs),
                "async+condvar", 0);
+  report_again("packed/call-1-thread", "calls/s", median(oc1, runs), median(uc1, runs),
+               "mutex list+malloc+async", 1);
 }
 
 /* ---- Child side --------------------------------------------------------- */
