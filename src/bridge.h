@@ -49,6 +49,8 @@ typedef struct uvt__bridge_impl_s {
   int busy;         /* a drain delivered since the last missed spin (bridge.c) */
   int user_ref;
   int closing; /* loop thread; other threads read the gate's closing bit */
+  uvt__msg_t* close_posts; /* while the close calls the hooks: their local posts, newest first */
+  int in_close_hooks;
   uvt__producer_t producer; /* how this loop submits to the pool */
   int finishing;
   uvt_close_cb close_cb;
@@ -119,7 +121,9 @@ void uvt__bridge_post_entered(uvt__bridge_impl_t* impl, uvt__msg_t* msg);
  * of the bridge but their delivery (uvt_call): a message queued before the
  * bridge's end is still delivered. Safe until close_cb starts. */
 int uvt__bridge_post_untracked(uvt_bridge_t* bridge, uvt__msg_t* msg);
-/* Loop thread: queues msg behind the current batch and schedules a drain. */
+/* Loop thread: queues msg behind the current batch and schedules a drain.
+ * Posts from the close's hooks (called newest first) are queued in the
+ * order the objects were submitted, once the last hook returned. */
 void uvt__bridge_post_local(uvt__bridge_impl_t* impl, uvt__msg_t* msg);
 /* Loop thread: delivers poll's message again at the next loop iteration,
  * once its ready hook says so or after a short wait (bridge.c); the loop does not

@@ -2232,6 +2232,91 @@ static void one_cpu_wake_chain(void) {
 #endif
 }
 
+/* ==== 14. A queued request started during the bridge's close ==============
+ *
+ * uvt_bridge_close promises that work still queued completes with
+ * UV_ECANCELED and never runs. The close calls each in-flight object's
+ * hook in turn; with the oldest first, it flagged the running request A
+ * cancelled before it withdrew the queued request B, and A's worker (A
+ * stops as soon as it sees the flag) could take B and start it in
+ * between: B ran and completed with 0 (the uvt-shutdown example under
+ * ThreadSanitizer, 1 run in 40 under load). The stall: right after A's
+ * hook, the loop thread waits up to WAIT_MS for B's work to start. Old
+ * code: B starts (asserted not to). The same through a lane of
+ * max_running 1, whose next task A's end hands to the pool. */
+
+static struct {
+  uvt_bridge_t b;
+  uvt_work_t a, r;
+  int a_started, r_started; /* atomic */
+  int a_status, r_status, afters;
+} qc;
+
+static void qc_hook(const char* point, const void* obj) {
+  uint64_t deadline;
+  if (strcmp(point, "bridge.close.hook") != 0 || obj != &qc.a.uvt__inflight) return;
+  deadline = uv_hrtime() + (uint64_t)WAIT_MS * 1000000u;
+  while (!LOAD(&qc.r_started) && uv_hrtime() < deadline) uv_sleep(1);
+}
+
+static void qc_work_a(uvt_work_t* req) {
+  STORE(&qc.a_started, 1);
+  while (!uvt_is_cancelled(req)) uv_sleep(1);
+}
+
+static void qc_work_r(uvt_work_t* req) {
+  (void)req;
+  STORE(&qc.r_started, 1);
+}
+
+static void qc_after(uvt_work_t* req, int status) {
+  if (req == &qc.a)
+    qc.a_status = status;
+  else
+    qc.r_status = status;
+  qc.afters++;
+}
+
+static void qc_run(int laned) {
+  uv_loop_t loop;
+  uvt_pool_t* pool;
+  uvt_lane_t* lane = NULL;
+  uvt_work_options_t opts;
+  uint64_t deadline;
+  hooks_reset();
+  memset(&qc, 0, sizeof(qc));
+  custom_hook = qc_hook;
+  pool = pool_with(laned ? 2 : 1, laned ? 2 : 1, 1000);
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &qc.b, pool));
+  memset(&opts, 0, sizeof(opts));
+  if (laned) ASSERT_OK(uvt_lane_new(pool, NULL, &lane)); /* max_running 1 */
+  opts.lane = lane;
+  ASSERT_OK(uvt_threaded_ex(&qc.b, &qc.a, &opts, qc_work_a, qc_after));
+  ASSERT_OK(uvt_threaded_ex(&qc.b, &qc.r, &opts, qc_work_r, qc_after));
+  deadline = uv_hrtime() + (uint64_t)WAIT_MS * 1000000u;
+  while (!LOAD(&qc.a_started) && uv_hrtime() < deadline) uv_sleep(1);
+  ASSERT(LOAD(&qc.a_started)); /* A runs, B waits for the one thread (or the lane) */
+  closed_count = 0;
+  ASSERT_OK(uvt_bridge_close(&qc.b, on_closed));
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_EQ(LOAD(&qc.r_started), 0);
+  ASSERT_EQ(qc.afters, 2);
+  ASSERT_EQ(qc.a_status, 0);
+  ASSERT_ERR(qc.r_status, UV_ECANCELED);
+  ASSERT_EQ(closed_count, 1);
+  ASSERT_OK(uv_loop_close(&loop));
+  if (lane != NULL) ASSERT_OK(uvt_lane_free(lane));
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
+static void bridge_close_queued_never_starts_plain(void) { qc_run(0); }
+static void bridge_close_queued_never_starts_laned(void) { qc_run(1); }
+static void bridge_close_queued_never_starts(void) {
+  bridge_close_queued_never_starts_plain();
+  bridge_close_queued_never_starts_laned();
+}
+
 #define FINDING(fn) {#fn, fn, 0}
 #define SUBCASE(fn) {#fn, fn, 1}
 
@@ -2273,6 +2358,9 @@ int main(int argc, char** argv) {
       FINDING(one_cpu),
       FINDING(one_cpu_kept_batch),
       FINDING(one_cpu_wake_chain),
+      FINDING(bridge_close_queued_never_starts),
+      SUBCASE(bridge_close_queued_never_starts_plain),
+      SUBCASE(bridge_close_queued_never_starts_laned),
   };
   size_t i, ran = 0;
   setvbuf(stdout, NULL, _IONBF, 0);
