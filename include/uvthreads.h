@@ -317,10 +317,11 @@ struct uvt_bridge_s {
  * thread waited for cannot run during a spin. */
 UVT_EXTERN int uvt_bridge_init(uv_loop_t* loop, uvt_bridge_t* bridge, uvt_pool_t* pool);
 
-/* Starts closing: new submissions return UV_EPIPE, queued work completes with
- * UV_ECANCELED, running work is flagged cancelled and completes normally,
- * iterators and channels stop (buffered items are still delivered, then the
- * final callback carries UV_ECANCELED), accepted uvt_calls still run, and
+/* Starts closing: new submissions return UV_EPIPE, queued work never starts
+ * and completes with UV_ECANCELED (in submission order), running work is
+ * flagged cancelled and completes normally, iterators and channels stop
+ * (buffered items are still delivered, then the final callback carries
+ * UV_ECANCELED), accepted uvt_calls still run, and
  * sync_awaits whose function has not started return UV_ECANCELED. close_cb
  * (may be NULL) runs on the loop thread once every final callback has run and
  * no library thread touches the bridge; then the memory may be freed.
