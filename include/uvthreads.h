@@ -135,10 +135,11 @@ typedef struct uvt__lane_link_s {
 } uvt__lane_link_t;
 
 /* A node of a bridge's in-flight list: something that keeps the loop alive
- * and that the bridge's close must reach, through its own closing hook. */
+ * and that the bridge's close must reach, through its own closing hook
+ * (called twice: src/bridge.h). */
 typedef struct uvt__inflight_s {
   uvt__qnode_t node;
-  void (*closing)(struct uvt__inflight_s* self); /* may be NULL */
+  void (*closing)(struct uvt__inflight_s* self, int stage); /* may be NULL */
   int ref; /* keeps the loop alive (streams may be unref'd) */
 } uvt__inflight_t;
 

@@ -49,8 +49,6 @@ typedef struct uvt__bridge_impl_s {
   int busy;         /* a drain delivered since the last missed spin (bridge.c) */
   int user_ref;
   int closing; /* loop thread; other threads read the gate's closing bit */
-  uvt__msg_t* close_posts; /* while the close calls the hooks: their local posts, newest first */
-  int in_close_hooks;
   uvt__producer_t producer; /* how this loop submits to the pool */
   int finishing;
   uvt_close_cb close_cb;
@@ -81,7 +79,13 @@ static inline int uvt__bridge_on_loop_thread(uvt__bridge_impl_t* impl) {
 int uvt__bridge_check_submit(uvt__bridge_impl_t* impl);
 
 /* Loop thread: node (with its closing hook set) keeps the loop alive until
- * it is untracked; the bridge's close calls its closing hook. */
+ * it is untracked; the bridge's close calls its closing hook twice, each
+ * time for every node, oldest first: with UVT__CLOSE_WITHDRAW, a hook
+ * withdraws what has not started and must not stop anything that runs;
+ * then with UVT__CLOSE_STOP, it stops what runs. So no queued request
+ * starts because the close stopped a running one and freed its thread or
+ * its lane. */
+enum { UVT__CLOSE_WITHDRAW = 1, UVT__CLOSE_STOP = 2 };
 void uvt__bridge_track(uvt__bridge_impl_t* impl, uvt__inflight_t* node);
 void uvt__bridge_untrack(uvt__bridge_impl_t* impl, uvt__inflight_t* node);
 /* Loop thread: whether a tracked node keeps the loop alive (ref'd when tracked). */
@@ -121,9 +125,7 @@ void uvt__bridge_post_entered(uvt__bridge_impl_t* impl, uvt__msg_t* msg);
  * of the bridge but their delivery (uvt_call): a message queued before the
  * bridge's end is still delivered. Safe until close_cb starts. */
 int uvt__bridge_post_untracked(uvt_bridge_t* bridge, uvt__msg_t* msg);
-/* Loop thread: queues msg behind the current batch and schedules a drain.
- * Posts from the close's hooks (called newest first) are queued in the
- * order the objects were submitted, once the last hook returned. */
+/* Loop thread: queues msg behind the current batch and schedules a drain. */
 void uvt__bridge_post_local(uvt__bridge_impl_t* impl, uvt__msg_t* msg);
 /* Loop thread: delivers poll's message again at the next loop iteration,
  * once its ready hook says so or after a short wait (bridge.c); the loop does not

@@ -163,8 +163,11 @@ static void uvt__call_give_back(uvt__call_t* head, uvt__call_t* tail) {
  * record is not handed back alone (a CAS on the line its owner reads, per
  * call) when the next message in the ready list is a call of the same
  * owner: that one carries it, and the last of the run hands the whole run
- * back. A run ends where the ready list does, so nothing is held past the
- * drain that delivers it. */
+ * back. A run ends where the ready list does: records wait at most until
+ * the calls queued behind them are delivered (a run that a drain's budget
+ * cuts, until the next drain). An owner that waits for a callback before
+ * it calls again may so find its whole last run still out, and the cache
+ * holds up to twice what it keeps in flight (test_alloc). */
 static unsigned uvt__call_deliver(uvt__msg_t* msg, unsigned budget) {
   uvt__call_t* call = uvt__container_of(msg, uvt__call_t, msg);
   uvt__bridge_impl_t* impl = call->impl;

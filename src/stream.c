@@ -897,14 +897,20 @@ static void uvt__stream_drop_to(uvt__stream_t* stream, uint64_t end, uvt_drop_cb
 
 /* The bridge is closing: producers are refused, the buffer is still
  * delivered (also while paused), then the stream ends with UV_ECANCELED. */
-static void uvt__stream_bridge_closing(uvt__inflight_t* node) {
+/* The bridge closes (two stages, bridge.h): first the owner withdraws a
+ * producer that has not started (an iterator's generator still queued),
+ * then the stream refuses items, which ends a running generator. */
+static void uvt__stream_bridge_closing(uvt__inflight_t* node, int stage) {
   uvt__stream_t* stream = uvt__container_of(node, uvt__stream_t, inflight);
+  if (stage == UVT__CLOSE_WITHDRAW) {
+    if (stream->closing != NULL) stream->closing(stream);
+    return;
+  }
   uv_mutex_lock(&stream->mutex);
   stream->lflags |= UVT__STREAM_BRIDGE_CLOSING;
   if (uvt__load_relaxed(&stream->waiters) > 0) uv_cond_broadcast(&stream->space);
   uvt__stream_schedule_loop(stream, UVT__CLAIM_REFUSING);
   uv_mutex_unlock(&stream->mutex);
-  if (stream->closing != NULL) stream->closing(stream);
 }
 
 int uvt__stream_open(uvt__bridge_impl_t* impl, uvt__stream_t* stream, size_t max_size,

@@ -3,7 +3,7 @@
  *
  * A stream knows its owner only through the hooks it was opened with:
  * deliver (each item, then the final status) and closing (the owner's part
- * of a bridge close). */
+ * of a bridge close: withdrawing a producer that has not started). */
 #ifndef UVT_STREAM_H
 #define UVT_STREAM_H
 

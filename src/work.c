@@ -117,13 +117,11 @@ static void uvt__work_separate_main(void* arg) {
   uvt__reap(reap);
 }
 
-/* Withdraws req from the pool queue (or its lane) if it is still there.
+/* Withdraws req from the pool queue (or its lane) if it has not started:
+ * 0 if it will not run (its after is posted, or was), UV_EBUSY if it runs.
  * Loop thread. */
-static int uvt__work_try_cancel(uvt__bridge_impl_t* impl, uvt_work_t* req) {
-  if (req->uvt__kind == UVT__WORK_LANED) {
-    uvt__work_flag_cancel(req);
-    return uvt__work_laned_withdraw(impl, req);
-  }
+static int uvt__work_withdraw(uvt__bridge_impl_t* impl, uvt_work_t* req) {
+  if (req->uvt__kind == UVT__WORK_LANED) return uvt__work_laned_withdraw(impl, req);
   if (req->uvt__status == UV_ECANCELED) return 0; /* cancelled before */
   if (req->uvt__kind == UVT__WORK_POOL &&
       uvt__pool_cancel(req->bridge->pool, &req->uvt__task) == 0) {
@@ -132,14 +130,29 @@ static int uvt__work_try_cancel(uvt__bridge_impl_t* impl, uvt_work_t* req) {
     uvt__bridge_post_local(impl, &req->uvt__msg);
     return 0;
   }
-  uvt__work_flag_cancel(req);
   return UV_EBUSY;
 }
 
-/* The in-flight node's closing hook: the bridge closes. */
-static void uvt__work_bridge_closing(uvt__inflight_t* node) {
+/* Withdraws req, or flags it cancelled if it runs. A laned request is
+ * flagged first: a worker that starts it meanwhile sees the flag. Loop
+ * thread. */
+static int uvt__work_try_cancel(uvt__bridge_impl_t* impl, uvt_work_t* req) {
+  int rc;
+  if (req->uvt__kind == UVT__WORK_LANED) uvt__work_flag_cancel(req);
+  rc = uvt__work_withdraw(impl, req);
+  if (rc != 0) uvt__work_flag_cancel(req);
+  return rc;
+}
+
+/* The in-flight node's closing hook: the bridge closes (two stages,
+ * bridge.h). A request that runs is only flagged in the second, once no
+ * queued request of the bridge is left to take its thread. */
+static void uvt__work_bridge_closing(uvt__inflight_t* node, int stage) {
   uvt_work_t* req = uvt__container_of(node, uvt_work_t, uvt__inflight);
-  uvt__work_try_cancel(req->bridge->uvt__impl, req);
+  if (stage == UVT__CLOSE_WITHDRAW)
+    (void)uvt__work_withdraw(req->bridge->uvt__impl, req);
+  else
+    uvt__work_flag_cancel(req);
 }
 
 /* The checks every submission makes first: 0 or its error. */

@@ -193,11 +193,13 @@ static void test_channel_allocates_nothing_per_item(void) {
 /* uvt_call's records come from the calling thread's cache: once it holds
  * as many as can be out at once, calls allocate nothing. The thread keeps
  * at most IN_FLIGHT calls in flight (it waits for each batch's delivery),
- * but the last record of a batch goes back to the cache just after the
- * callback that posts `delivered`, so the next batch can find it still out:
- * IN_FLIGHT + 1 records. The warm-up makes exactly that many exist, with a
- * first call that holds the loop until the thread has made all the others
- * (no record can come back in between, whatever the scheduling). */
+ * but the loop hands a run of records back after the run's last callback
+ * (call.c), the one that posts `delivered`, so the next batch can find the
+ * whole last batch still out: 2 * IN_FLIGHT records. The warm-up makes
+ * that many and one more exist, with a first call that holds the loop
+ * until the thread has made all the others (no record can come back in
+ * between, whatever the scheduling), then one more call: the loop hands
+ * the warm-up's run back before it takes that call from the inbox. */
 #define CALLS (IN_FLIGHT * 16)
 static struct {
   uvt_bridge_t* b;
@@ -214,6 +216,10 @@ static void holding_call(void* arg) {
   (void)arg;
   uv_sem_wait(&calls.all_made);
 }
+static void settle_call(void* arg) {
+  (void)arg;
+  uv_sem_post(&calls.delivered);
+}
 static void last_call(void* arg) { uvt_bridge_unref(arg); }
 static void call_round(void) {
   long i;
@@ -225,9 +231,12 @@ static void call_round(void) {
 static void caller(void* arg) {
   long before, i;
   (void)arg;
-  ASSERT_OK(uvt_call(calls.b, holding_call, NULL)); /* warm up: IN_FLIGHT + 1 records */
-  for (i = 0; i < IN_FLIGHT; i++) ASSERT_OK(uvt_call(calls.b, counted_call, NULL));
+  ASSERT_OK(uvt_call(calls.b, holding_call, NULL)); /* warm up: 2 * IN_FLIGHT + 1 records */
+  for (i = 0; i < 2 * IN_FLIGHT; i++) ASSERT_OK(uvt_call(calls.b, counted_call, NULL));
   uv_sem_post(&calls.all_made);
+  uv_sem_wait(&calls.delivered);
+  uv_sem_wait(&calls.delivered);
+  ASSERT_OK(uvt_call(calls.b, settle_call, NULL));
   uv_sem_wait(&calls.delivered);
   before = count();
   call_round();
@@ -249,7 +258,7 @@ static void test_call_allocates_nothing(void) {
   ASSERT_OK(uv_thread_create(&t, caller, NULL));
   ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
   ASSERT_OK(uv_thread_join(&t));
-  ASSERT_EQ(calls.done, IN_FLIGHT + CALLS);
+  ASSERT_EQ(calls.done, 2 * IN_FLIGHT + CALLS);
   ASSERT_EQ(calls.allocated, 0);
   uv_sem_destroy(&calls.delivered);
   uv_sem_destroy(&calls.all_made);

@@ -2234,34 +2234,41 @@ static void one_cpu_wake_chain(void) {
 
 /* ==== 14. A queued request started during the bridge's close ==============
  *
- * uvt_bridge_close promises that work still queued completes with
- * UV_ECANCELED and never runs. The close calls each in-flight object's
- * hook in turn; with the oldest first, it flagged the running request A
- * cancelled before it withdrew the queued request B, and A's worker (A
- * stops as soon as it sees the flag) could take B and start it in
- * between: B ran and completed with 0 (the uvt-shutdown example under
- * ThreadSanitizer, 1 run in 40 under load). The stall: right after A's
- * hook, the loop thread waits up to WAIT_MS for B's work to start. Old
- * code: B starts (asserted not to). The same through a lane of
- * max_running 1, whose next task A's end hands to the pool. */
+ * uvt_bridge_close promises that work still queued never runs and
+ * completes with UV_ECANCELED. The close called each in-flight object's
+ * hook once, oldest first: it flagged the running request A cancelled
+ * before it withdrew the queued request B, and A's worker (A stops as
+ * soon as it sees the flag) took B and started it in between: B ran and
+ * completed with 0 (the uvt-shutdown example under ThreadSanitizer, 1 run
+ * in 40 under load). Newest first was no cure: a lane hands an older
+ * request on to the pool behind newer plain ones (_handed_on). The stall:
+ * right after the close flagged A (or C), the loop thread waits up to
+ * HANDOFF_MS for B's work to start. Old code, with that stall point after
+ * each hook: B starts (asserted not to). Sub-cases: plain, the same through
+ * a lane of max_running 1 (A's end hands B to the pool), and B handed on by
+ * its lane behind a newer running plain request C. */
+
+#define HANDOFF_MS 500u /* a freed worker starts a queued task within this */
 
 static struct {
   uvt_bridge_t b;
-  uvt_work_t a, r;
-  int a_started, r_started; /* atomic */
-  int a_status, r_status, afters;
+  uvt_work_t a, r, c;
+  const uvt__inflight_t* stopper; /* whose flag frees a thread */
+  int a_go, a_started, c_started, r_started; /* atomic */
+  int a_status, r_status, c_status, afters;
 } qc;
 
 static void qc_hook(const char* point, const void* obj) {
   uint64_t deadline;
-  if (strcmp(point, "bridge.close.hook") != 0 || obj != &qc.a.uvt__inflight) return;
-  deadline = uv_hrtime() + (uint64_t)WAIT_MS * 1000000u;
+  if (strcmp(point, "bridge.close.stopped") != 0 || obj != qc.stopper) return;
+  deadline = uv_hrtime() + (uint64_t)HANDOFF_MS * 1000000u;
   while (!LOAD(&qc.r_started) && uv_hrtime() < deadline) uv_sleep(1);
 }
 
-static void qc_work_a(uvt_work_t* req) {
-  STORE(&qc.a_started, 1);
-  while (!uvt_is_cancelled(req)) uv_sleep(1);
+/* Runs until cancelled (A, C), or until the test lets it end (A in _handed_on). */
+static void qc_work_until(uvt_work_t* req) {
+  STORE(req == &qc.a ? &qc.a_started : &qc.c_started, 1);
+  while (!uvt_is_cancelled(req) && !(req == &qc.a && LOAD(&qc.a_go))) uv_sleep(1);
 }
 
 static void qc_work_r(uvt_work_t* req) {
@@ -2272,49 +2279,73 @@ static void qc_work_r(uvt_work_t* req) {
 static void qc_after(uvt_work_t* req, int status) {
   if (req == &qc.a)
     qc.a_status = status;
-  else
+  else if (req == &qc.r)
     qc.r_status = status;
+  else
+    qc.c_status = status;
   qc.afters++;
 }
 
-static void qc_run(int laned) {
+enum { QC_PLAIN, QC_LANED, QC_HANDED_ON };
+
+static void qc_run(int mode) {
   uv_loop_t loop;
   uvt_pool_t* pool;
   uvt_lane_t* lane = NULL;
   uvt_work_options_t opts;
   uint64_t deadline;
+  int threads = mode == QC_PLAIN ? 1 : 2;
   hooks_reset();
   memset(&qc, 0, sizeof(qc));
   custom_hook = qc_hook;
-  pool = pool_with(laned ? 2 : 1, laned ? 2 : 1, 1000);
+  pool = pool_with((unsigned)threads, (unsigned)threads, 1000);
   ASSERT_OK(uv_loop_init(&loop));
   ASSERT_OK(uvt_bridge_init(&loop, &qc.b, pool));
   memset(&opts, 0, sizeof(opts));
-  if (laned) ASSERT_OK(uvt_lane_new(pool, NULL, &lane)); /* max_running 1 */
+  if (mode != QC_PLAIN) ASSERT_OK(uvt_lane_new(pool, NULL, &lane)); /* max_running 1 */
   opts.lane = lane;
-  ASSERT_OK(uvt_threaded_ex(&qc.b, &qc.a, &opts, qc_work_a, qc_after));
+  ASSERT_OK(uvt_threaded_ex(&qc.b, &qc.a, &opts, qc_work_until, qc_after));
   ASSERT_OK(uvt_threaded_ex(&qc.b, &qc.r, &opts, qc_work_r, qc_after));
+  if (mode == QC_HANDED_ON) ASSERT_OK(uvt_threaded(&qc.b, &qc.c, qc_work_until, qc_after));
   deadline = uv_hrtime() + (uint64_t)WAIT_MS * 1000000u;
-  while (!LOAD(&qc.a_started) && uv_hrtime() < deadline) uv_sleep(1);
+  while (!(LOAD(&qc.a_started) && (mode != QC_HANDED_ON || LOAD(&qc.c_started))) &&
+         uv_hrtime() < deadline)
+    uv_sleep(1);
   ASSERT(LOAD(&qc.a_started)); /* A runs, B waits for the one thread (or the lane) */
+  qc.stopper = &qc.a.uvt__inflight;
+  if (mode == QC_HANDED_ON) {
+    /* A ends by itself: its worker hands B on to the pool, then stalls in
+     * A's post, so B waits in the pool's queue while C holds the other
+     * thread. The close's flag of C frees that thread. */
+    ASSERT(LOAD(&qc.c_started));
+    qc.stopper = &qc.c.uvt__inflight;
+    stall_arm("bridge.push", &qc.b, NULL, 3000);
+    STORE(&qc.a_go, 1);
+    ASSERT(stall_wait(UNTIL_ARRIVED, WAIT_MS));
+    ASSERT_EQ(LOAD(&qc.r_started), 0);
+  }
   closed_count = 0;
   ASSERT_OK(uvt_bridge_close(&qc.b, on_closed));
+  if (mode == QC_HANDED_ON) stall_release();
   ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
   ASSERT_EQ(LOAD(&qc.r_started), 0);
-  ASSERT_EQ(qc.afters, 2);
+  ASSERT_EQ(qc.afters, mode == QC_HANDED_ON ? 3 : 2);
   ASSERT_EQ(qc.a_status, 0);
   ASSERT_ERR(qc.r_status, UV_ECANCELED);
+  ASSERT_EQ(qc.c_status, 0);
   ASSERT_EQ(closed_count, 1);
   ASSERT_OK(uv_loop_close(&loop));
   if (lane != NULL) ASSERT_OK(uvt_lane_free(lane));
   ASSERT_OK(uvt_pool_free(pool));
 }
 
-static void bridge_close_queued_never_starts_plain(void) { qc_run(0); }
-static void bridge_close_queued_never_starts_laned(void) { qc_run(1); }
+static void bridge_close_queued_never_starts_plain(void) { qc_run(QC_PLAIN); }
+static void bridge_close_queued_never_starts_laned(void) { qc_run(QC_LANED); }
+static void bridge_close_queued_never_starts_handed_on(void) { qc_run(QC_HANDED_ON); }
 static void bridge_close_queued_never_starts(void) {
   bridge_close_queued_never_starts_plain();
   bridge_close_queued_never_starts_laned();
+  bridge_close_queued_never_starts_handed_on();
 }
 
 #define FINDING(fn) {#fn, fn, 0}
@@ -2361,6 +2392,7 @@ int main(int argc, char** argv) {
       FINDING(bridge_close_queued_never_starts),
       SUBCASE(bridge_close_queued_never_starts_plain),
       SUBCASE(bridge_close_queued_never_starts_laned),
+      SUBCASE(bridge_close_queued_never_starts_handed_on),
   };
   size_t i, ran = 0;
   setvbuf(stdout, NULL, _IONBF, 0);
