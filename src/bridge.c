@@ -314,6 +314,7 @@ static void uvt__bridge_closed_cb(uv_handle_t* handle) {
   uvt__store_relaxed(&bridge->uvt__impl, (uvt__bridge_impl_t*)NULL);
   uvt__pool_detach(bridge->pool, impl->producer.sole);
   uvt__free(impl);
+  UVT__TEST_POINT("bridge.ended", bridge); /* a late uvt_call finds the tag cleared */
   if (cb != NULL) cb(bridge);
 }
 

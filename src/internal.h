@@ -38,17 +38,19 @@
  * pass for a live object. */
 #define UVT__TAG(ptr, kind) ((uintptr_t)(ptr) ^ (uintptr_t)(kind))
 
-/* Reading a caller's tag: by contract the struct may be uninitialised, and
- * a garbage tag never matches. Tell valgrind's memcheck that this read is
- * meant (its header ships with valgrind; elsewhere this compiles to nothing). */
+/* Before reading a caller's tag: by contract the struct may be
+ * uninitialised, and a garbage tag never matches. Tells valgrind's memcheck
+ * that the read that follows is meant (its header ships with valgrind;
+ * elsewhere this compiles to nothing). It reads nothing itself: the tag is
+ * read with an atomic load, as the end clears it while late threads look. */
 #if defined(__has_include)
 #if __has_include(<valgrind/memcheck.h>)
 #include <valgrind/memcheck.h>
-#define UVT__TAG_READ(field) (VALGRIND_MAKE_MEM_DEFINED(&(field), sizeof(field)), (field))
+#define UVT__TAG_READ(field) VALGRIND_MAKE_MEM_DEFINED(&(field), sizeof(field))
 #endif
 #endif
 #ifndef UVT__TAG_READ
-#define UVT__TAG_READ(field) (field)
+#define UVT__TAG_READ(field) 0
 #endif
 #define UVT__KIND_BRIDGE ((uintptr_t)0x6272696467650001u)
 #define UVT__KIND_WORK ((uintptr_t)0x776f726b00000002u)

@@ -2348,6 +2348,61 @@ static void bridge_close_queued_never_starts(void) {
   bridge_close_queued_never_starts_handed_on();
 }
 
+/* ==== 15. A late uvt_call reads the tag that the end clears ===============
+ *
+ * uvt_call is safe from any thread until close_cb starts. The end clears
+ * the bridge's tag (an atomic store) before close_cb, and uvt__bridge_get
+ * read the tag with a plain read first (for valgrind's sake) before its
+ * atomic load: ThreadSanitizer reports that read as a race with the clear
+ * (found in review). The stall: between the clear and close_cb, the loop
+ * thread waits for a thread's one uvt_call, which must fail with
+ * UV_EINVAL; the two sides signal each other through relaxed atomics, which
+ * order nothing for ThreadSanitizer. Old code: a data race report under
+ * TSan in a Debug build (optimised, the compiler drops the unused read;
+ * elsewhere the test cannot tell). */
+
+static struct {
+  uvt_bridge_t b;
+  int go, called, rc; /* relaxed atomics */
+} lc;
+
+static void lc_fn(void* arg) { (void)arg; }
+
+static void lc_hook(const char* point, const void* obj) {
+  uint64_t deadline;
+  if (strcmp(point, "bridge.ended") != 0 || obj != &lc.b) return;
+  __atomic_store_n(&lc.go, 1, __ATOMIC_RELAXED);
+  deadline = uv_hrtime() + (uint64_t)WAIT_MS * 1000000u;
+  while (!__atomic_load_n(&lc.called, __ATOMIC_RELAXED) && uv_hrtime() < deadline) sched_yield();
+}
+
+static void lc_caller(void* arg) {
+  uint64_t deadline = uv_hrtime() + (uint64_t)WAIT_MS * 1000000u;
+  (void)arg;
+  while (!__atomic_load_n(&lc.go, __ATOMIC_RELAXED) && uv_hrtime() < deadline) sched_yield();
+  __atomic_store_n(&lc.rc, uvt_call(&lc.b, lc_fn, NULL), __ATOMIC_RELAXED);
+  __atomic_store_n(&lc.called, 1, __ATOMIC_RELAXED);
+}
+
+static void late_call_vs_end(void) {
+  uv_loop_t loop;
+  uv_thread_t t;
+  hooks_reset();
+  memset(&lc, 0, sizeof(lc));
+  custom_hook = lc_hook;
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &lc.b, NULL));
+  ASSERT_OK(uv_thread_create(&t, lc_caller, NULL));
+  closed_count = 0;
+  ASSERT_OK(uvt_bridge_close(&lc.b, on_closed));
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_OK(uv_thread_join(&t));
+  ASSERT_EQ(__atomic_load_n(&lc.called, __ATOMIC_RELAXED), 1);
+  ASSERT_ERR(__atomic_load_n(&lc.rc, __ATOMIC_RELAXED), UV_EINVAL);
+  ASSERT_EQ(closed_count, 1);
+  ASSERT_OK(uv_loop_close(&loop));
+}
+
 #define FINDING(fn) {#fn, fn, 0}
 #define SUBCASE(fn) {#fn, fn, 1}
 
@@ -2393,6 +2448,7 @@ int main(int argc, char** argv) {
       SUBCASE(bridge_close_queued_never_starts_plain),
       SUBCASE(bridge_close_queued_never_starts_laned),
       SUBCASE(bridge_close_queued_never_starts_handed_on),
+      FINDING(late_call_vs_end),
   };
   size_t i, ran = 0;
   setvbuf(stdout, NULL, _IONBF, 0);
