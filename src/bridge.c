@@ -208,6 +208,11 @@ static void uvt__bridge_ready_append(uvt__bridge_impl_t* impl, uvt__msg_t* msg) 
 }
 
 void uvt__bridge_post_local(uvt__bridge_impl_t* impl, uvt__msg_t* msg) {
+  if (impl->withdrawing) {
+    msg->next = impl->close_posts; /* put in order by the close */
+    impl->close_posts = msg;
+    return;
+  }
   uvt__bridge_ready_append(impl, msg);
   uv_async_send(&impl->async);
 }
@@ -628,27 +633,37 @@ int uvt_bridge_close(uvt_bridge_t* bridge, uvt_close_cb close_cb) {
   uvt__bridge_impl_t* impl = uvt__bridge_get(bridge);
   uvt__qnode_t* n;
   uvt__qnode_t* next;
-  int stage;
+  uvt__msg_t* msg;
   if (impl == NULL || !uvt__bridge_on_loop_thread(impl) || impl->closing) return UV_EINVAL;
   impl->closing = 1;
   /* Seq_cst: see uvt__bridge_enter. */
   uvt__fetch_or_seq_cst(&bridge->uvt__gate, UVT__GATE_CLOSING);
   impl->close_cb = close_cb;
-  /* Two passes (bridge.h): every queued request is withdrawn before any
-   * running one is stopped. In one pass, a request that stopped at once
-   * freed its thread (or its lane) for a queued request whose hook had not
-   * run yet, and that one ran although the close had begun; no one order
-   * of the hooks avoids that (a lane hands its older requests on behind
-   * newer plain ones). Oldest first: the withdrawn requests' completions
-   * come in submission order. A hook may untrack its own node (and no
-   * other). */
-  for (stage = UVT__CLOSE_WITHDRAW; stage <= UVT__CLOSE_STOP; stage++) {
-    for (n = impl->inflight.next; n != &impl->inflight; n = next) {
-      uvt__inflight_t* node = uvt__container_of(n, uvt__inflight_t, node);
-      next = n->next;
-      if (node->closing != NULL) node->closing(node, stage);
-      if (stage == UVT__CLOSE_STOP) UVT__TEST_POINT("bridge.close.stopped", node);
-    }
+  /* Two passes (bridge.h). In one pass, a request that stopped at once
+   * freed its thread for a queued request whose hook had not run yet, and
+   * that one ran although the close had begun; no one order avoids that
+   * (a lane hands its older requests on to the pool behind newer plain
+   * ones). The withdrawals go newest first: withdrawing a laned request
+   * that waits in the pool gives its slot to the lane's next one, which
+   * is newer, so already withdrawn. Their completions, posted locally,
+   * wait here and are then queued oldest first. A hook may untrack its
+   * own node (and no other). */
+  impl->withdrawing = 1;
+  for (n = impl->inflight.prev; n != &impl->inflight; n = next) {
+    uvt__inflight_t* node = uvt__container_of(n, uvt__inflight_t, node);
+    next = n->prev;
+    if (node->closing != NULL) node->closing(node, UVT__CLOSE_WITHDRAW);
+  }
+  impl->withdrawing = 0;
+  while ((msg = impl->close_posts) != NULL) {
+    impl->close_posts = msg->next;
+    uvt__bridge_ready_append(impl, msg);
+  }
+  for (n = impl->inflight.next; n != &impl->inflight; n = next) {
+    uvt__inflight_t* node = uvt__container_of(n, uvt__inflight_t, node);
+    next = n->next;
+    if (node->closing != NULL) node->closing(node, UVT__CLOSE_STOP);
+    UVT__TEST_POINT("bridge.close.stopped", node);
   }
   uvt__bridge_update_ref(impl);
   uv_async_send(&impl->async); /* a drain ends the bridge once all is delivered */

@@ -49,6 +49,8 @@ typedef struct uvt__bridge_impl_s {
   int busy;         /* a drain delivered since the last missed spin (bridge.c) */
   int user_ref;
   int closing; /* loop thread; other threads read the gate's closing bit */
+  int withdrawing; /* the close's first pass runs: local posts wait in close_posts */
+  uvt__msg_t* close_posts; /* newest first */
   uvt__producer_t producer; /* how this loop submits to the pool */
   int finishing;
   uvt_close_cb close_cb;
@@ -80,11 +82,12 @@ int uvt__bridge_check_submit(uvt__bridge_impl_t* impl);
 
 /* Loop thread: node (with its closing hook set) keeps the loop alive until
  * it is untracked; the bridge's close calls its closing hook twice, each
- * time for every node, oldest first: with UVT__CLOSE_WITHDRAW, a hook
+ * time for every node: with UVT__CLOSE_WITHDRAW, newest first, a hook
  * withdraws what has not started and must not stop anything that runs;
- * then with UVT__CLOSE_STOP, it stops what runs. So no queued request
- * starts because the close stopped a running one and freed its thread or
- * its lane. */
+ * then with UVT__CLOSE_STOP, oldest first, it stops what runs. So no
+ * queued request starts because the close stopped a running one, or
+ * withdrew an older one of its lane, and freed a thread or a lane's slot
+ * for it. What the first pass posts locally is delivered oldest first. */
 enum { UVT__CLOSE_WITHDRAW = 1, UVT__CLOSE_STOP = 2 };
 void uvt__bridge_track(uvt__bridge_impl_t* impl, uvt__inflight_t* node);
 void uvt__bridge_untrack(uvt__bridge_impl_t* impl, uvt__inflight_t* node);

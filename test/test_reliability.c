@@ -2339,6 +2339,97 @@ static void qc_run(int mode) {
   ASSERT_OK(uvt_pool_free(pool));
 }
 
+/* _lane_hand_on (found in review): the first pass oldest first handed a
+ * lane's waiting request on to the pool. A 1-thread pool runs plain C; X
+ * (laned, max_running 1) waits in the pool's queue, iterator I's generator
+ * too, Y (laned) waits in its lane. Withdrawing X gave its lane slot to Y,
+ * whose own hook came later in the pass; a thread that freed up in between
+ * started Y. The stall: I's withdrawal posts the stream's message from the
+ * loop thread (the bridge.push point), and there C ends by itself and the
+ * loop thread waits up to HANDOFF_MS for Y to start. X itself is not
+ * asserted: it was in the pool's queue, and a thread that frees up by
+ * itself may take it while the close runs. */
+static struct {
+  uvt_bridge_t b;
+  uvt_work_t c, x, y;
+  uvt_iter_t it;
+  uv_thread_t loop_thread;
+  int armed, c_go, c_started, y_started; /* atomic */
+  int y_status, afters, finals;
+} lh;
+
+static void lh_hook(const char* point, const void* obj) {
+  uint64_t deadline;
+  uv_thread_t self = uv_thread_self();
+  if (strcmp(point, "bridge.push") != 0 || obj != &lh.b || !LOAD(&lh.armed) ||
+      !uv_thread_equal(&self, &lh.loop_thread))
+    return;
+  STORE(&lh.armed, 0);
+  STORE(&lh.c_go, 1); /* C ends by itself: its thread is free */
+  deadline = uv_hrtime() + (uint64_t)HANDOFF_MS * 1000000u;
+  while (!LOAD(&lh.y_started) && uv_hrtime() < deadline) uv_sleep(1);
+}
+
+static void lh_work_c(uvt_work_t* req) {
+  STORE(&lh.c_started, 1);
+  while (!uvt_is_cancelled(req) && !LOAD(&lh.c_go)) uv_sleep(1);
+}
+static void lh_work_x(uvt_work_t* req) { (void)req; }
+static void lh_work_y(uvt_work_t* req) {
+  (void)req;
+  STORE(&lh.y_started, 1);
+}
+static void lh_after(uvt_work_t* req, int status) {
+  if (req == &lh.y) lh.y_status = status;
+  lh.afters++;
+}
+static int lh_gen(uvt_iter_t* it) {
+  (void)it;
+  return 0;
+}
+static void lh_iter_cb(uvt_iter_t* it, int status, void* item) {
+  (void)it;
+  if (item == NULL && status != 0) lh.finals++;
+}
+
+static void bridge_close_queued_never_starts_lane_hand_on(void) {
+  uv_loop_t loop;
+  uvt_pool_t* pool;
+  uvt_lane_t* lane = NULL;
+  uvt_work_options_t opts;
+  uint64_t deadline;
+  hooks_reset();
+  memset(&lh, 0, sizeof(lh));
+  lh.loop_thread = uv_thread_self();
+  custom_hook = lh_hook;
+  pool = pool_with(1, 1, 1000);
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &lh.b, pool));
+  ASSERT_OK(uvt_lane_new(pool, NULL, &lane)); /* max_running 1 */
+  memset(&opts, 0, sizeof(opts));
+  opts.lane = lane;
+  ASSERT_OK(uvt_threaded(&lh.b, &lh.c, lh_work_c, lh_after));
+  deadline = uv_hrtime() + (uint64_t)WAIT_MS * 1000000u;
+  while (!LOAD(&lh.c_started) && uv_hrtime() < deadline) uv_sleep(1);
+  ASSERT(LOAD(&lh.c_started)); /* the one thread is busy */
+  ASSERT_OK(uvt_threaded_ex(&lh.b, &lh.x, &opts, lh_work_x, lh_after)); /* in the pool's queue */
+  ASSERT_OK(uvt_threaded_iterable(&lh.b, &lh.it, 4, lh_gen, lh_iter_cb)); /* queued too */
+  ASSERT_OK(uvt_threaded_ex(&lh.b, &lh.y, &opts, lh_work_y, lh_after)); /* waits in the lane */
+  closed_count = 0;
+  STORE(&lh.armed, 1);
+  ASSERT_OK(uvt_bridge_close(&lh.b, on_closed));
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_EQ(LOAD(&lh.armed), 0); /* the stall ran */
+  ASSERT_EQ(lh.afters, 3);
+  ASSERT_EQ(lh.finals, 1);
+  ASSERT_EQ(LOAD(&lh.y_started), 0);
+  ASSERT_ERR(lh.y_status, UV_ECANCELED);
+  ASSERT_EQ(closed_count, 1);
+  ASSERT_OK(uv_loop_close(&loop));
+  ASSERT_OK(uvt_lane_free(lane));
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
 static void bridge_close_queued_never_starts_plain(void) { qc_run(QC_PLAIN); }
 static void bridge_close_queued_never_starts_laned(void) { qc_run(QC_LANED); }
 static void bridge_close_queued_never_starts_handed_on(void) { qc_run(QC_HANDED_ON); }
@@ -2346,6 +2437,7 @@ static void bridge_close_queued_never_starts(void) {
   bridge_close_queued_never_starts_plain();
   bridge_close_queued_never_starts_laned();
   bridge_close_queued_never_starts_handed_on();
+  bridge_close_queued_never_starts_lane_hand_on();
 }
 
 /* ==== 15. A late uvt_call reads the tag that the end clears ===============
@@ -2448,6 +2540,7 @@ int main(int argc, char** argv) {
       SUBCASE(bridge_close_queued_never_starts_plain),
       SUBCASE(bridge_close_queued_never_starts_laned),
       SUBCASE(bridge_close_queued_never_starts_handed_on),
+      SUBCASE(bridge_close_queued_never_starts_lane_hand_on),
       FINDING(late_call_vs_end),
   };
   size_t i, ran = 0;
