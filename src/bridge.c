@@ -653,6 +653,7 @@ int uvt_bridge_close(uvt_bridge_t* bridge, uvt_close_cb close_cb) {
     uvt__inflight_t* node = uvt__container_of(n, uvt__inflight_t, node);
     next = n->prev;
     if (node->closing != NULL) node->closing(node, UVT__CLOSE_WITHDRAW);
+    UVT__TEST_POINT("bridge.close.withdrew", node); /* older nodes not yet */
   }
   impl->withdrawing = 0;
   while ((msg = impl->close_posts) != NULL) {

@@ -192,7 +192,7 @@ void uvt__lane_finish(uvt__lane_link_t* link) {
   uv_mutex_unlock(&lane->mutex);
 }
 
-int uvt__lane_withdraw(uvt_pool_t* pool, uvt__lane_link_t* link) {
+int uvt__lane_withdraw(uvt_pool_t* pool, uvt__lane_link_t* link, int from_worker) {
   uvt_lane_t* lane = link->lane;
   int expired = link->deadline != UINT64_MAX && uv_hrtime() >= link->deadline;
   int gone = expired ? UVT__LINK_EXPIRED : UVT__LINK_CANCELLED;
@@ -227,7 +227,7 @@ int uvt__lane_withdraw(uvt_pool_t* pool, uvt__lane_link_t* link) {
       uvt__lane_hand_on_locked(lane);
     }
   } else {
-    if (state == UVT__LINK_QUEUED && expired) {
+    if (state == UVT__LINK_QUEUED && expired && from_worker) {
       /* A worker has it: expire it unless the worker started it first
        * (see uvt__lane_start). Relaxed, as there. */
       int queued = UVT__LINK_QUEUED;

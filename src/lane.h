@@ -45,8 +45,13 @@ void uvt__lane_finish(uvt__lane_link_t* link);
  *  - UV_EALREADY: it will not run, but it is not the caller's to deliver
  *    now (a worker holding it reports it expired, or an earlier withdraw
  *    took it out already);
- *  - UV_EBUSY: it started (it runs or has run). */
-int uvt__lane_withdraw(uvt_pool_t* pool, uvt__lane_link_t* link);
+ *  - UV_EBUSY: it started (it runs or has run), or a worker holds it and
+ *    from_worker is 0.
+ * A task that a worker has taken but not started is expired here only
+ * with from_worker, and only if its deadline has passed: that worker then
+ * goes on to the next task at once (the bridge's close withdraws without
+ * it, so as not to free a thread while older requests still wait). */
+int uvt__lane_withdraw(uvt_pool_t* pool, uvt__lane_link_t* link, int from_worker);
 
 /* The loop thread, once the task's completion is in: its status (0 if it
  * ran, UV_ECANCELED or UV_ETIMEDOUT if not). */

@@ -87,9 +87,10 @@ static unsigned uvt__work_laned_deliver(uvt__msg_t* msg, unsigned budget) {
 }
 
 /* Withdraws a request through lane.c; 0 if it will not run (its after
- * comes without waiting for its lane or a thread), else UV_EBUSY. */
-static int uvt__work_laned_withdraw(uvt__bridge_impl_t* impl, uvt_work_t* req) {
-  int rc = uvt__lane_withdraw(req->bridge->pool, &req->uvt__link);
+ * comes without waiting for its lane or a thread), else UV_EBUSY.
+ * from_worker: see uvt__lane_withdraw. */
+static int uvt__work_laned_withdraw(uvt__bridge_impl_t* impl, uvt_work_t* req, int from_worker) {
+  int rc = uvt__lane_withdraw(req->bridge->pool, &req->uvt__link, from_worker);
   if (rc == UV_ECANCELED || rc == UV_ETIMEDOUT) {
     uvt__bridge_post_local(impl, &req->uvt__msg);
     return 0;
@@ -100,7 +101,7 @@ static int uvt__work_laned_withdraw(uvt__bridge_impl_t* impl, uvt_work_t* req) {
 /* The deadline's hook: the request has not started in time. */
 static void uvt__work_laned_expire(uvt__timed_t* timed) {
   uvt_work_t* req = uvt__container_of(timed, uvt_work_t, uvt__timed);
-  uvt__work_laned_withdraw(req->bridge->uvt__impl, req);
+  uvt__work_laned_withdraw(req->bridge->uvt__impl, req, 1);
 }
 
 static void uvt__work_separate_main(void* arg) {
@@ -118,10 +119,11 @@ static void uvt__work_separate_main(void* arg) {
 }
 
 /* Withdraws req from the pool queue (or its lane) if it has not started:
- * 0 if it will not run (its after is posted, or was), UV_EBUSY if it runs.
- * Loop thread. */
-static int uvt__work_withdraw(uvt__bridge_impl_t* impl, uvt_work_t* req) {
-  if (req->uvt__kind == UVT__WORK_LANED) return uvt__work_laned_withdraw(impl, req);
+ * 0 if it will not run (its after is posted, or was), UV_EBUSY if it runs
+ * (or a worker holds it and from_worker is 0: uvt__lane_withdraw). Loop
+ * thread. */
+static int uvt__work_withdraw(uvt__bridge_impl_t* impl, uvt_work_t* req, int from_worker) {
+  if (req->uvt__kind == UVT__WORK_LANED) return uvt__work_laned_withdraw(impl, req, from_worker);
   if (req->uvt__status == UV_ECANCELED) return 0; /* cancelled before */
   if (req->uvt__kind == UVT__WORK_POOL &&
       uvt__pool_cancel(req->bridge->pool, &req->uvt__task) == 0) {
@@ -139,20 +141,21 @@ static int uvt__work_withdraw(uvt__bridge_impl_t* impl, uvt_work_t* req) {
 static int uvt__work_try_cancel(uvt__bridge_impl_t* impl, uvt_work_t* req) {
   int rc;
   if (req->uvt__kind == UVT__WORK_LANED) uvt__work_flag_cancel(req);
-  rc = uvt__work_withdraw(impl, req);
+  rc = uvt__work_withdraw(impl, req, 1);
   if (rc != 0) uvt__work_flag_cancel(req);
   return rc;
 }
 
 /* The in-flight node's closing hook: the bridge closes (two stages,
- * bridge.h). A request that runs is only flagged in the second, once no
- * queued request of the bridge is left to take its thread. */
+ * bridge.h). The first withdraws only what no worker holds; the second
+ * is a cancel (uvt_cancel's), once no queued request of the bridge is
+ * left to take a thread it frees. */
 static void uvt__work_bridge_closing(uvt__inflight_t* node, int stage) {
   uvt_work_t* req = uvt__container_of(node, uvt_work_t, uvt__inflight);
   if (stage == UVT__CLOSE_WITHDRAW)
-    (void)uvt__work_withdraw(req->bridge->uvt__impl, req);
+    (void)uvt__work_withdraw(req->bridge->uvt__impl, req, 0);
   else
-    uvt__work_flag_cancel(req);
+    (void)uvt__work_try_cancel(req->bridge->uvt__impl, req);
 }
 
 /* The checks every submission makes first: 0 or its error. */

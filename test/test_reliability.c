@@ -2430,6 +2430,96 @@ static void bridge_close_queued_never_starts_lane_hand_on(void) {
   ASSERT_OK(uvt_pool_free(pool));
 }
 
+/* _held_expired (found in review): the first pass expired a request that a
+ * worker had taken but not started, once its queue deadline had passed;
+ * the worker then went on at once to the next task, an older request of
+ * the bridge whose hook had not run yet. A 2-thread pool: W2 runs P (lane
+ * L1); R1 (L1) waits behind it; W1 takes X (lane L2, a deadline of
+ * DL_MS) and stalls before it marks X started. P ends: W2 hands R1 on to
+ * the pool and stalls in P's post. Once X's deadline has passed, the
+ * close: right after X's withdrawal, W1 goes on and the loop thread waits
+ * up to HANDOFF_MS for R1 to start. Old code: W1 finds X expired and
+ * starts R1. */
+#define DL_MS 300u
+
+static struct {
+  uvt_bridge_t b;
+  uvt_work_t p, r1, x;
+  int p_go, p_started, x_held, x_release, r1_started; /* atomic */
+  int r1_status, afters;
+} he;
+
+static void he_hook(const char* point, const void* obj) {
+  uint64_t deadline = uv_hrtime() + (uint64_t)WAIT_MS * 1000000u;
+  if (strcmp(point, "lane.start") == 0 && obj == &he.x.uvt__link) {
+    STORE(&he.x_held, 1);
+    while (!LOAD(&he.x_release) && uv_hrtime() < deadline) uv_sleep(1);
+  } else if (strcmp(point, "bridge.close.withdrew") == 0 && obj == &he.x.uvt__inflight) {
+    STORE(&he.x_release, 1);
+    deadline = uv_hrtime() + (uint64_t)HANDOFF_MS * 1000000u;
+    while (!LOAD(&he.r1_started) && uv_hrtime() < deadline) uv_sleep(1);
+  }
+}
+
+static void he_work_until(uvt_work_t* req) {
+  if (req == &he.p) STORE(&he.p_started, 1);
+  while (!uvt_is_cancelled(req) && !(req == &he.p && LOAD(&he.p_go))) uv_sleep(1);
+}
+static void he_work_r1(uvt_work_t* req) {
+  (void)req;
+  STORE(&he.r1_started, 1);
+}
+static void he_after(uvt_work_t* req, int status) {
+  if (req == &he.r1) he.r1_status = status;
+  he.afters++;
+}
+
+static void bridge_close_queued_never_starts_held_expired(void) {
+  uv_loop_t loop;
+  uvt_pool_t* pool;
+  uvt_lane_t *l1, *l2;
+  uvt_work_options_t opts;
+  uint64_t deadline, x_due;
+  hooks_reset();
+  memset(&he, 0, sizeof(he));
+  custom_hook = he_hook;
+  pool = pool_with(2, 2, 1000);
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &he.b, pool));
+  ASSERT_OK(uvt_lane_new(pool, NULL, &l1)); /* max_running 1 */
+  ASSERT_OK(uvt_lane_new(pool, NULL, &l2));
+  memset(&opts, 0, sizeof(opts));
+  opts.lane = l1;
+  ASSERT_OK(uvt_threaded_ex(&he.b, &he.p, &opts, he_work_until, he_after));
+  deadline = uv_hrtime() + (uint64_t)WAIT_MS * 1000000u;
+  while (!LOAD(&he.p_started) && uv_hrtime() < deadline) uv_sleep(1);
+  ASSERT(LOAD(&he.p_started));
+  ASSERT_OK(uvt_threaded_ex(&he.b, &he.r1, &opts, he_work_r1, he_after)); /* waits in L1 */
+  opts.lane = l2;
+  opts.queue_timeout_ms = DL_MS;
+  x_due = uv_hrtime() + (uint64_t)DL_MS * 1000000u;
+  ASSERT_OK(uvt_threaded_ex(&he.b, &he.x, &opts, he_work_until, he_after));
+  while (!LOAD(&he.x_held) && uv_hrtime() < deadline) uv_sleep(1);
+  ASSERT(LOAD(&he.x_held)); /* W1 holds X, not started */
+  stall_arm("bridge.push", &he.b, NULL, 3000);
+  STORE(&he.p_go, 1);
+  ASSERT(stall_wait(UNTIL_ARRIVED, WAIT_MS)); /* W2 handed R1 on, stalled in P's post */
+  ASSERT_EQ(LOAD(&he.r1_started), 0);
+  while (uv_hrtime() <= x_due + 2000000u) uv_sleep(1); /* X's deadline has passed */
+  closed_count = 0;
+  ASSERT_OK(uvt_bridge_close(&he.b, on_closed));
+  stall_release();
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_EQ(LOAD(&he.r1_started), 0);
+  ASSERT_ERR(he.r1_status, UV_ECANCELED);
+  ASSERT_EQ(he.afters, 3);
+  ASSERT_EQ(closed_count, 1);
+  ASSERT_OK(uv_loop_close(&loop));
+  ASSERT_OK(uvt_lane_free(l1));
+  ASSERT_OK(uvt_lane_free(l2));
+  ASSERT_OK(uvt_pool_free(pool));
+}
+
 static void bridge_close_queued_never_starts_plain(void) { qc_run(QC_PLAIN); }
 static void bridge_close_queued_never_starts_laned(void) { qc_run(QC_LANED); }
 static void bridge_close_queued_never_starts_handed_on(void) { qc_run(QC_HANDED_ON); }
@@ -2438,6 +2528,7 @@ static void bridge_close_queued_never_starts(void) {
   bridge_close_queued_never_starts_laned();
   bridge_close_queued_never_starts_handed_on();
   bridge_close_queued_never_starts_lane_hand_on();
+  bridge_close_queued_never_starts_held_expired();
 }
 
 /* ==== 15. A late uvt_call reads the tag that the end clears ===============
@@ -2541,6 +2632,7 @@ int main(int argc, char** argv) {
       SUBCASE(bridge_close_queued_never_starts_laned),
       SUBCASE(bridge_close_queued_never_starts_handed_on),
       SUBCASE(bridge_close_queued_never_starts_lane_hand_on),
+      SUBCASE(bridge_close_queued_never_starts_held_expired),
       FINDING(late_call_vs_end),
   };
   size_t i, ran = 0;
