@@ -100,8 +100,21 @@ static void uvt__calls_key_init(void) {
   uvt__calls_key_rc = uvt__thread_key_create(&uvt__calls_key, uvt__calls_thread_exit);
 }
 
+/* Whether a caller far ahead of the loop should yield: not on the loop
+ * thread, which cannot deliver meanwhile. Asked inside the bridge's gate:
+ * a call holds nothing else of the bridge, and the end frees the impl
+ * once every accepted call is delivered. Closing: no (the push fails). */
+static int uvt__call_may_yield(uvt_bridge_t* bridge) {
+  uvt__bridge_impl_t* impl = uvt__bridge_enter(bridge);
+  int yield;
+  if (impl == NULL) return 0;
+  yield = !uvt__bridge_on_loop_thread(impl);
+  uvt__bridge_leave(bridge);
+  return yield;
+}
+
 /* A record for the calling thread, or NULL when out of memory. */
-static uvt__call_t* uvt__call_take(uvt__bridge_impl_t* impl) {
+static uvt__call_t* uvt__call_take(uvt_bridge_t* bridge) {
   uvt__call_cache_t* cache = uvt__tls_calls;
   uvt__call_t* rec;
   if (cache == NULL) {
@@ -119,8 +132,10 @@ static uvt__call_t* uvt__call_take(uvt__bridge_impl_t* impl) {
      * give the CPU away once before allocating (top of the section), then
      * look again. Relaxed: a hint; the exchange acquires what came back. */
     if (uvt__load_relaxed(&cache->returned) == 0 &&
-        uvt__load_relaxed(&cache->records) > UVT__CALL_YIELD_AT && !uvt__bridge_on_loop_thread(impl))
-      uvt__thread_yield();
+        uvt__load_relaxed(&cache->records) > UVT__CALL_YIELD_AT) {
+      UVT__TEST_POINT("call.far_ahead", bridge); /* the bridge may end here */
+      if (uvt__call_may_yield(bridge)) uvt__thread_yield();
+    }
     if (uvt__load_relaxed(&cache->returned) != 0)
       /* Acquire: pairs with the loops' release CAS. */
       cache->free = (uvt__call_t*)uvt__exchange_acquire(&cache->returned, (uintptr_t)0);
@@ -201,7 +216,7 @@ int uvt_call(uvt_bridge_t* bridge, uvt_call_cb fn, void* arg) {
   uvt__bridge_impl_t* impl = uvt__bridge_get(bridge);
   uvt__call_t* call;
   if (impl == NULL || fn == NULL) return UV_EINVAL;
-  if ((call = uvt__call_take(impl)) == NULL) return UV_ENOMEM;
+  if ((call = uvt__call_take(bridge)) == NULL) return UV_ENOMEM;
   call->msg.deliver = uvt__call_deliver;
   call->fn = fn;
   call->arg = arg;

@@ -2586,6 +2586,74 @@ static void late_call_vs_end(void) {
   ASSERT_OK(uv_loop_close(&loop));
 }
 
+/* ==== 16. A caller far ahead of the loop reads the freed impl ==============
+ *
+ * A thread with more than 4096 calls in flight and none back yields before
+ * it allocates, unless it is the loop thread: uvt_call asked the bridge's
+ * impl for the loop thread's identity without holding anything of the
+ * bridge, and the end frees the impl once every call is delivered (found
+ * in review, as a TSan report). The stall: the caller makes FA_CALLS
+ * calls while the loop does not run, then its next call stops right
+ * before that question; the loop delivers them all and ends the bridge,
+ * and at the end (before close_cb, where calls are still allowed) the
+ * caller goes on. Old code: ASan reports a heap use after free. */
+#define FA_CALLS 4200
+
+static struct {
+  uvt_bridge_t b;
+  int armed, held, release, returned, rc; /* atomic */
+  long ran;
+} fa;
+
+static void fa_fn(void* arg) {
+  (void)arg;
+  fa.ran++;
+}
+
+static void fa_hook(const char* point, const void* obj) {
+  uint64_t deadline = uv_hrtime() + (uint64_t)WAIT_MS * 1000000u;
+  if (strcmp(point, "call.far_ahead") == 0 && obj == &fa.b && LOAD(&fa.armed)) {
+    STORE(&fa.armed, 0);
+    STORE(&fa.held, 1);
+    while (!LOAD(&fa.release) && uv_hrtime() < deadline) uv_sleep(1);
+  } else if (strcmp(point, "bridge.ended") == 0 && obj == &fa.b) {
+    STORE(&fa.release, 1);
+    while (!LOAD(&fa.returned) && uv_hrtime() < deadline) uv_sleep(1);
+  }
+}
+
+static void fa_caller(void* arg) {
+  int i;
+  (void)arg;
+  for (i = 0; i < FA_CALLS; i++) ASSERT_OK(uvt_call(&fa.b, fa_fn, NULL));
+  STORE(&fa.armed, 1);
+  STORE(&fa.rc, uvt_call(&fa.b, fa_fn, NULL));
+  STORE(&fa.returned, 1);
+}
+
+static void late_call_far_ahead(void) {
+  uv_loop_t loop;
+  uv_thread_t t;
+  uint64_t deadline;
+  hooks_reset();
+  memset(&fa, 0, sizeof(fa));
+  custom_hook = fa_hook;
+  ASSERT_OK(uv_loop_init(&loop));
+  ASSERT_OK(uvt_bridge_init(&loop, &fa.b, NULL));
+  ASSERT_OK(uv_thread_create(&t, fa_caller, NULL));
+  deadline = uv_hrtime() + (uint64_t)WAIT_MS * 1000000u;
+  while (!LOAD(&fa.held) && uv_hrtime() < deadline) uv_sleep(1);
+  ASSERT(LOAD(&fa.held)); /* FA_CALLS in flight, none back: the next call stopped */
+  closed_count = 0;
+  ASSERT_OK(uvt_bridge_close(&fa.b, on_closed));
+  ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
+  ASSERT_OK(uv_thread_join(&t));
+  ASSERT_EQ(fa.ran, FA_CALLS);
+  ASSERT_ERR(LOAD(&fa.rc), UV_EPIPE);
+  ASSERT_EQ(closed_count, 1);
+  ASSERT_OK(uv_loop_close(&loop));
+}
+
 #define FINDING(fn) {#fn, fn, 0}
 #define SUBCASE(fn) {#fn, fn, 1}
 
@@ -2634,6 +2702,7 @@ int main(int argc, char** argv) {
       SUBCASE(bridge_close_queued_never_starts_lane_hand_on),
       SUBCASE(bridge_close_queued_never_starts_held_expired),
       FINDING(late_call_vs_end),
+      FINDING(late_call_far_ahead),
   };
   size_t i, ran = 0;
   setvbuf(stdout, NULL, _IONBF, 0);
