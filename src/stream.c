@@ -895,11 +895,11 @@ static void uvt__stream_drop_to(uvt__stream_t* stream, uint64_t end, uvt_drop_cb
   }
 }
 
-/* The bridge is closing: producers are refused, the buffer is still
- * delivered (also while paused), then the stream ends with UV_ECANCELED. */
-/* The bridge closes (two stages, bridge.h): first the owner withdraws a
- * producer that has not started (an iterator's generator still queued),
- * then the stream refuses items, which ends a running generator. */
+/* The bridge is closing (two stages, bridge.h): first the owner withdraws
+ * a producer that has not started (an iterator's generator still queued);
+ * then producers are refused, which ends a running generator, the buffer
+ * is still delivered (also while paused), and the stream ends with
+ * UV_ECANCELED. */
 static void uvt__stream_bridge_closing(uvt__inflight_t* node, int stage) {
   uvt__stream_t* stream = uvt__container_of(node, uvt__stream_t, inflight);
   if (stage == UVT__CLOSE_WITHDRAW) {

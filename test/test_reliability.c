@@ -2259,10 +2259,8 @@ static struct {
 } qc;
 
 static void qc_hook(const char* point, const void* obj) {
-  uint64_t deadline;
   if (strcmp(point, "bridge.close.stopped") != 0 || obj != qc.stopper) return;
-  deadline = uv_hrtime() + (uint64_t)HANDOFF_MS * 1000000u;
-  while (!LOAD(&qc.r_started) && uv_hrtime() < deadline) uv_sleep(1);
+  (void)count_reaches(&qc.r_started, 1, HANDOFF_MS);
 }
 
 /* Runs until cancelled (A, C), or until the test lets it end (A in _handed_on). */
@@ -2359,15 +2357,13 @@ static struct {
 } lh;
 
 static void lh_hook(const char* point, const void* obj) {
-  uint64_t deadline;
   uv_thread_t self = uv_thread_self();
   if (strcmp(point, "bridge.push") != 0 || obj != &lh.b || !LOAD(&lh.armed) ||
       !uv_thread_equal(&self, &lh.loop_thread))
     return;
   STORE(&lh.armed, 0);
   STORE(&lh.c_go, 1); /* C ends by itself: its thread is free */
-  deadline = uv_hrtime() + (uint64_t)HANDOFF_MS * 1000000u;
-  while (!LOAD(&lh.y_started) && uv_hrtime() < deadline) uv_sleep(1);
+  (void)count_reaches(&lh.y_started, 1, HANDOFF_MS);
 }
 
 static void lh_work_c(uvt_work_t* req) {
@@ -2397,7 +2393,6 @@ static void bridge_close_queued_never_starts_lane_hand_on(void) {
   uvt_pool_t* pool;
   uvt_lane_t* lane = NULL;
   uvt_work_options_t opts;
-  uint64_t deadline;
   hooks_reset();
   memset(&lh, 0, sizeof(lh));
   lh.loop_thread = uv_thread_self();
@@ -2409,9 +2404,7 @@ static void bridge_close_queued_never_starts_lane_hand_on(void) {
   memset(&opts, 0, sizeof(opts));
   opts.lane = lane;
   ASSERT_OK(uvt_threaded(&lh.b, &lh.c, lh_work_c, lh_after));
-  deadline = uv_hrtime() + (uint64_t)WAIT_MS * 1000000u;
-  while (!LOAD(&lh.c_started) && uv_hrtime() < deadline) uv_sleep(1);
-  ASSERT(LOAD(&lh.c_started)); /* the one thread is busy */
+  ASSERT(count_reaches(&lh.c_started, 1, WAIT_MS)); /* the one thread is busy */
   ASSERT_OK(uvt_threaded_ex(&lh.b, &lh.x, &opts, lh_work_x, lh_after)); /* in the pool's queue */
   ASSERT_OK(uvt_threaded_iterable(&lh.b, &lh.it, 4, lh_gen, lh_iter_cb)); /* queued too */
   ASSERT_OK(uvt_threaded_ex(&lh.b, &lh.y, &opts, lh_work_y, lh_after)); /* waits in the lane */
@@ -2450,14 +2443,12 @@ static struct {
 } he;
 
 static void he_hook(const char* point, const void* obj) {
-  uint64_t deadline = uv_hrtime() + (uint64_t)WAIT_MS * 1000000u;
   if (strcmp(point, "lane.start") == 0 && obj == &he.x.uvt__link) {
     STORE(&he.x_held, 1);
-    while (!LOAD(&he.x_release) && uv_hrtime() < deadline) uv_sleep(1);
+    (void)count_reaches(&he.x_release, 1, WAIT_MS);
   } else if (strcmp(point, "bridge.close.withdrew") == 0 && obj == &he.x.uvt__inflight) {
     STORE(&he.x_release, 1);
-    deadline = uv_hrtime() + (uint64_t)HANDOFF_MS * 1000000u;
-    while (!LOAD(&he.r1_started) && uv_hrtime() < deadline) uv_sleep(1);
+    (void)count_reaches(&he.r1_started, 1, HANDOFF_MS);
   }
 }
 
@@ -2611,14 +2602,13 @@ static void fa_fn(void* arg) {
 }
 
 static void fa_hook(const char* point, const void* obj) {
-  uint64_t deadline = uv_hrtime() + (uint64_t)WAIT_MS * 1000000u;
   if (strcmp(point, "call.far_ahead") == 0 && obj == &fa.b && LOAD(&fa.armed)) {
     STORE(&fa.armed, 0);
     STORE(&fa.held, 1);
-    while (!LOAD(&fa.release) && uv_hrtime() < deadline) uv_sleep(1);
+    (void)count_reaches(&fa.release, 1, WAIT_MS);
   } else if (strcmp(point, "bridge.ended") == 0 && obj == &fa.b) {
     STORE(&fa.release, 1);
-    while (!LOAD(&fa.returned) && uv_hrtime() < deadline) uv_sleep(1);
+    (void)count_reaches(&fa.returned, 1, WAIT_MS);
   }
 }
 
@@ -2634,16 +2624,14 @@ static void fa_caller(void* arg) {
 static void late_call_far_ahead(void) {
   uv_loop_t loop;
   uv_thread_t t;
-  uint64_t deadline;
   hooks_reset();
   memset(&fa, 0, sizeof(fa));
   custom_hook = fa_hook;
   ASSERT_OK(uv_loop_init(&loop));
   ASSERT_OK(uvt_bridge_init(&loop, &fa.b, NULL));
   ASSERT_OK(uv_thread_create(&t, fa_caller, NULL));
-  deadline = uv_hrtime() + (uint64_t)WAIT_MS * 1000000u;
-  while (!LOAD(&fa.held) && uv_hrtime() < deadline) uv_sleep(1);
-  ASSERT(LOAD(&fa.held)); /* FA_CALLS in flight, none back: the next call stopped */
+  /* FA_CALLS in flight, none back: the next call stopped. */
+  ASSERT(count_reaches(&fa.held, 1, WAIT_MS));
   closed_count = 0;
   ASSERT_OK(uvt_bridge_close(&fa.b, on_closed));
   ASSERT_OK(uv_run(&loop, UV_RUN_DEFAULT));
